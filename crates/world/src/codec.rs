@@ -1,0 +1,418 @@
+//! Snapshots, deltas, their wire encoding, and the state hash.
+//!
+//! The canonical encoding is postcard over the region's state in a fixed order (entities by
+//! id). The state hash is xxh3 over exactly those bytes, and a snapshot is those bytes plus
+//! the tombstones that let the holder serve deltas. On the wire a payload is wrapped in an
+//! envelope: magic, format version, kind, compression, raw length and a checksum, so
+//! truncated, corrupted or foreign bytes are refused before they are parsed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, Serializer};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::entity::{Entity, EntityId, Kind};
+use crate::limits::{COMPRESS_ABOVE_BYTES, MAX_ENCODED_BYTES, MAX_ENTITIES, MAX_TOMBSTONES};
+use crate::region::Region;
+use crate::terrain::{Terrain, TerrainPatch};
+use crate::RegionId;
+
+/// Version of the canonical encoding. Bump it on any change of layout.
+pub const FORMAT_VERSION: u16 = 1;
+const MAGIC: [u8; 4] = *b"TRRN";
+const HEADER_BYTES: usize = 4 + 2 + 1 + 1 + 4 + 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    Snapshot = 1,
+    Delta = 2,
+}
+
+/// How a payload is compressed on the wire. Small payloads are never compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None = 0,
+    /// Fast, for per-tick and per-round deltas.
+    Lz4 = 1,
+    /// Denser, for bulk snapshots.
+    Zstd = 2,
+}
+
+/// zstd level for bulk snapshots: the fastest of the standard levels.
+const ZSTD_LEVEL: i32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("payload is {0} bytes, shorter than its {HEADER_BYTES}-byte header")]
+    Truncated(usize),
+    #[error("not a terrane payload (bad magic)")]
+    BadMagic,
+    #[error("format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    WrongVersion { found: u16 },
+    #[error("expected a {expected:?} payload, found kind {found}")]
+    WrongKind { expected: PayloadKind, found: u8 },
+    #[error("unknown compression {0}")]
+    UnknownCompression(u8),
+    #[error("payload of {0} bytes exceeds MAX_ENCODED_BYTES")]
+    TooLarge(usize),
+    #[error("checksum mismatch: the payload is corrupted")]
+    Checksum,
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("invalid state: {0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeltaError {
+    #[error("generation {asked} is in the future (region is at {current})")]
+    Future { asked: u64, current: u64 },
+    #[error("generation {asked} is older than the pruned tombstones ({floor}): send a snapshot")]
+    TooOld { asked: u64, floor: u64 },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("delta is for region {delta} but this is region {replica}")]
+    WrongRegion { delta: RegionId, replica: RegionId },
+    #[error("delta starts at generation {base} but the replica is at {replica}")]
+    BaseMismatch { base: u64, replica: u64 },
+    #[error("invalid delta: {0}")]
+    Invalid(&'static str),
+}
+
+/// The canonical state, borrowed, in encoding order. Hash input and snapshot prefix.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    region: RegionId,
+    tick: u64,
+    generation: u64,
+    now_us: u64,
+    next_serial: u32,
+    terrain: &'a Terrain,
+    #[serde(serialize_with = "values_in_order")]
+    entities: &'a BTreeMap<EntityId, Entity>,
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    state: StateRef<'a>,
+    tombstone_floor: u64,
+    tombstones: &'a BTreeMap<EntityId, u64>,
+}
+
+fn values_in_order<S: Serializer>(m: &BTreeMap<EntityId, Entity>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.values())
+}
+
+/// A decoded snapshot. Same layout as [`SnapshotRef`].
+#[derive(Deserialize)]
+struct Snapshot {
+    region: RegionId,
+    tick: u64,
+    generation: u64,
+    now_us: u64,
+    next_serial: u32,
+    terrain: Terrain,
+    entities: Vec<Entity>,
+    tombstone_floor: u64,
+    tombstones: Vec<(EntityId, u64)>,
+}
+
+/// Everything that changed after generation `base`, up to `generation`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    pub region: RegionId,
+    pub base: u64,
+    pub generation: u64,
+    pub tick: u64,
+    pub now_us: u64,
+    pub next_serial: u32,
+    pub water_level: f32,
+    /// Whole rows of entities changed after `base`, by id.
+    pub entities: Vec<Entity>,
+    /// Ids deleted after `base`, with their deletion's generation, by id.
+    pub removed: Vec<(EntityId, u64)>,
+    pub terrain: Vec<TerrainPatch>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty() && self.removed.is_empty() && self.terrain.is_empty()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let raw = postcard::to_stdvec(self).expect("serializing to memory cannot fail");
+        seal(PayloadKind::Delta, Compression::Lz4, &raw)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Delta, CodecError> {
+        let raw = open(PayloadKind::Delta, bytes)?;
+        let d: Delta = parse(&raw)?;
+        d.validate().map_err(CodecError::Invalid)?;
+        Ok(d)
+    }
+
+    fn validate(&self) -> Result<(), &'static str> {
+        if self.base > self.generation {
+            return Err("delta ends before it starts");
+        }
+        if self.entities.len() > MAX_ENTITIES || self.removed.len() > MAX_TOMBSTONES {
+            return Err("delta carries more than MAX_ENTITIES");
+        }
+        strictly_increasing(self.entities.iter().map(|e| e.id))?;
+        strictly_increasing(self.removed.iter().map(|r| r.0))?;
+        for e in &self.entities {
+            e.validate()?;
+            if e.gen <= self.base || e.gen > self.generation {
+                return Err("entity generation outside the delta's range");
+            }
+        }
+        for p in &self.terrain {
+            p.validate()?;
+        }
+        if !self.water_level.is_finite() {
+            return Err("water level is not a number");
+        }
+        Ok(())
+    }
+}
+
+fn strictly_increasing(ids: impl Iterator<Item = EntityId>) -> Result<(), &'static str> {
+    let mut last = None;
+    for id in ids {
+        if last.is_some_and(|l| l >= id) {
+            return Err("ids are not strictly increasing");
+        }
+        last = Some(id);
+    }
+    Ok(())
+}
+
+impl Region {
+    fn state_ref(&self) -> StateRef<'_> {
+        StateRef {
+            region: self.id,
+            tick: self.tick,
+            generation: self.generation,
+            now_us: self.now_us,
+            next_serial: self.next_serial,
+            terrain: &self.terrain,
+            entities: &self.entities,
+        }
+    }
+
+    /// The canonical encoding of the region's state (uncompressed): what the hash covers.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.state_ref()).expect("serializing to memory cannot fail")
+    }
+
+    /// xxh3 over the canonical encoding. Equal hashes at the same tick mean equal state.
+    pub fn state_hash(&self) -> u64 {
+        xxh3_64(&self.canonical_bytes())
+    }
+
+    /// A full snapshot at the current tick boundary, enveloped and compressed (zstd).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.snapshot_with(Compression::Zstd)
+    }
+
+    pub fn snapshot_with(&self, compression: Compression) -> Vec<u8> {
+        let snap = SnapshotRef {
+            state: self.state_ref(),
+            tombstone_floor: self.tombstone_floor,
+            tombstones: &self.tombstones,
+        };
+        let raw = postcard::to_stdvec(&snap).expect("serializing to memory cannot fail");
+        seal(PayloadKind::Snapshot, compression, &raw)
+    }
+
+    /// Rebuilds a region from [`Region::snapshot`] bytes. Bad bytes are an error, never a panic.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Region, CodecError> {
+        let raw = open(PayloadKind::Snapshot, bytes)?;
+        let s: Snapshot = parse(&raw)?;
+        s.terrain.validate().map_err(CodecError::Invalid)?;
+        if s.entities.len() > MAX_ENTITIES || s.tombstones.len() > MAX_TOMBSTONES {
+            return Err(CodecError::Invalid("snapshot exceeds MAX_ENTITIES or MAX_TOMBSTONES"));
+        }
+        strictly_increasing(s.entities.iter().map(|e| e.id)).map_err(CodecError::Invalid)?;
+        strictly_increasing(s.tombstones.iter().map(|t| t.0)).map_err(CodecError::Invalid)?;
+        for e in &s.entities {
+            e.validate().map_err(CodecError::Invalid)?;
+            if e.gen > s.generation {
+                return Err(CodecError::Invalid("entity newer than the region"));
+            }
+        }
+        let entities: BTreeMap<EntityId, Entity> = s.entities.into_iter().map(|e| (e.id, e)).collect();
+        check_links(&entities).map_err(CodecError::Invalid)?;
+        let avatars = entities.values().filter(|e| e.is_avatar()).count();
+        Ok(Region {
+            id: s.region,
+            tick: s.tick,
+            generation: s.generation,
+            now_us: s.now_us,
+            next_serial: s.next_serial,
+            terrain: s.terrain,
+            entities,
+            tombstones: s.tombstones.into_iter().collect(),
+            tombstone_floor: s.tombstone_floor,
+            avatars,
+        })
+    }
+
+    /// Everything that changed after generation `base`.
+    pub fn delta_since(&self, base: u64) -> Result<Delta, DeltaError> {
+        if base > self.generation {
+            return Err(DeltaError::Future { asked: base, current: self.generation });
+        }
+        if base < self.tombstone_floor {
+            return Err(DeltaError::TooOld { asked: base, floor: self.tombstone_floor });
+        }
+        Ok(Delta {
+            region: self.id,
+            base,
+            generation: self.generation,
+            tick: self.tick,
+            now_us: self.now_us,
+            next_serial: self.next_serial,
+            water_level: self.terrain.water_level,
+            entities: self.entities.values().filter(|e| e.gen > base).cloned().collect(),
+            removed: self.tombstones.iter().filter(|(_, &g)| g > base).map(|(&id, &g)| (id, g)).collect(),
+            terrain: self.terrain.patches_since(base),
+        })
+    }
+
+    /// Applies a delta taken at this replica's generation. Checked before anything changes:
+    /// a refused delta leaves the replica as it was.
+    pub fn apply_delta(&mut self, d: &Delta) -> Result<(), ApplyError> {
+        if d.region != self.id {
+            return Err(ApplyError::WrongRegion { delta: d.region, replica: self.id });
+        }
+        if d.base != self.generation {
+            return Err(ApplyError::BaseMismatch { base: d.base, replica: self.generation });
+        }
+        d.validate().map_err(ApplyError::Invalid)?;
+        let mut next = self.entities.clone();
+        for (id, _) in &d.removed {
+            next.remove(id);
+        }
+        for e in &d.entities {
+            next.insert(e.id, e.clone());
+        }
+        check_links(&next).map_err(ApplyError::Invalid)?;
+
+        self.entities = next;
+        for &(id, g) in &d.removed {
+            self.tombstones.insert(id, g);
+        }
+        for e in &d.entities {
+            self.tombstones.remove(&e.id);
+        }
+        for p in &d.terrain {
+            self.terrain.apply_patch(p);
+        }
+        self.terrain.water_level = d.water_level;
+        self.generation = d.generation;
+        self.tick = d.tick;
+        self.now_us = d.now_us;
+        self.next_serial = d.next_serial;
+        self.avatars = self.entities.values().filter(|e| e.is_avatar()).count();
+        Ok(())
+    }
+
+    /// Decodes and applies an encoded delta.
+    pub fn apply_encoded_delta(&mut self, bytes: &[u8]) -> Result<(), DeltaApplyError> {
+        let d = Delta::decode(bytes)?;
+        self.apply_delta(&d)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeltaApplyError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// Linksets reference roots that exist, are objects and are not children themselves.
+fn check_links(entities: &BTreeMap<EntityId, Entity>) -> Result<(), &'static str> {
+    for e in entities.values() {
+        if let Some(p) = e.parent {
+            match entities.get(&p) {
+                Some(root) if root.parent.is_none() && matches!(root.kind, Kind::Object(_)) => {}
+                _ => return Err("linked entity without a valid root"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn seal(kind: PayloadKind, compression: Compression, raw: &[u8]) -> Vec<u8> {
+    let compression = if raw.len() < COMPRESS_ABOVE_BYTES { Compression::None } else { compression };
+    let body = match compression {
+        Compression::None => raw.to_vec(),
+        Compression::Lz4 => lz4_flex::block::compress(raw),
+        Compression::Zstd => zstd::bulk::compress(raw, ZSTD_LEVEL).expect("zstd compresses in memory"),
+    };
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.push(compression as u8);
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out.extend_from_slice(&xxh3_64(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Checks the envelope and returns the raw (decompressed) payload.
+fn open(expected: PayloadKind, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    if bytes.len() > MAX_ENCODED_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    if bytes[0..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != FORMAT_VERSION {
+        return Err(CodecError::WrongVersion { found: version });
+    }
+    if bytes[6] != expected as u8 {
+        return Err(CodecError::WrongKind { expected, found: bytes[6] });
+    }
+    let compression = bytes[7];
+    let raw_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if raw_len > MAX_ENCODED_BYTES {
+        return Err(CodecError::TooLarge(raw_len));
+    }
+    let checksum = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let body = &bytes[HEADER_BYTES..];
+    if xxh3_64(body) != checksum {
+        return Err(CodecError::Checksum);
+    }
+    let raw = match compression {
+        0 => body.to_vec(),
+        1 => lz4_flex::block::decompress(body, raw_len).map_err(|e| CodecError::Decompress(e.to_string()))?,
+        2 => zstd::bulk::decompress(body, raw_len).map_err(|e| CodecError::Decompress(e.to_string()))?,
+        c => return Err(CodecError::UnknownCompression(c)),
+    };
+    if raw.len() != raw_len {
+        return Err(CodecError::Decompress(format!("{} bytes, header says {raw_len}", raw.len())));
+    }
+    Ok(raw)
+}
+
+fn parse<'de, T: Deserialize<'de>>(raw: &'de [u8]) -> Result<T, CodecError> {
+    let (value, rest) = postcard::take_from_bytes(raw).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(value)
+}

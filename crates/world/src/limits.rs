@@ -1,0 +1,52 @@
+//! Every limit of the region core, named in one place.
+//!
+//! A limit that protects against bad input (sizes, counts) is checked where input enters;
+//! a rate or budget is read by the code that spends it.
+
+/// Side of a region in metres.
+pub const REGION_SIZE: f32 = 256.0;
+/// Terrain samples per side (one sample per metre).
+pub const TERRAIN_SAMPLES: usize = 256;
+/// Terrain is tracked for deltas in square patches of this many samples per side.
+pub const TERRAIN_PATCH: usize = 16;
+/// Patches per side.
+pub const TERRAIN_PATCHES_PER_SIDE: usize = TERRAIN_SAMPLES / TERRAIN_PATCH;
+/// Lowest and highest allowed terrain height in metres.
+pub const TERRAIN_MIN_HEIGHT: f32 = -64.0;
+pub const TERRAIN_MAX_HEIGHT: f32 = 512.0;
+/// Largest radius of a single terrain edit brush, in metres.
+pub const MAX_TERRAIN_BRUSH: f32 = 32.0;
+
+/// Tick rate while at least one avatar is in the region.
+pub const ACTIVE_TICK_HZ: u32 = 45;
+/// Tick rate of a region nobody is in: the land lives on, slowly.
+pub const IDLE_TICK_HZ: u32 = 5;
+/// Longest simulated step of one tick; a late tick never integrates more than this.
+pub const MAX_TICK_DT_MS: u64 = 250;
+
+/// Most entities (objects and avatars) one region holds.
+pub const MAX_ENTITIES: usize = 100_000;
+/// Most inputs one tick accepts; the host queues (bounded) the rest for later ticks.
+pub const MAX_INPUTS_PER_TICK: usize = 4_096;
+/// Longest entity name, in bytes (UTF-8).
+pub const MAX_NAME_BYTES: usize = 63;
+/// Longest floating text, in bytes (UTF-8).
+pub const MAX_TEXT_BYTES: usize = 254;
+/// Largest object scale on any axis, in metres (and smallest).
+pub const MAX_SCALE: f32 = 64.0;
+pub const MIN_SCALE: f32 = 0.01;
+/// Fastest any entity may move, in m/s; faster requests are clamped.
+pub const MAX_SPEED: f32 = 100.0;
+/// Deepest linkset: children of children are refused.
+pub const MAX_LINK_DEPTH: usize = 1;
+/// Most children one linkset root may carry.
+pub const MAX_LINKSET_CHILDREN: usize = 255;
+
+/// Deleted entities are remembered (as tombstones) so that deltas can carry the deletion.
+/// Beyond this many the oldest are pruned, and deltas from before them need a snapshot.
+pub const MAX_TOMBSTONES: usize = 65_536;
+
+/// Largest encoded snapshot or delta accepted from outside, compressed or not.
+pub const MAX_ENCODED_BYTES: usize = 256 * 1024 * 1024;
+/// Payloads larger than this are compressed when encoded.
+pub const COMPRESS_ABOVE_BYTES: usize = 4 * 1024;

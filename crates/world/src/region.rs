@@ -1,0 +1,712 @@
+//! The region: one 256 m square of the world as a pure state machine.
+//!
+//! Time and inputs come in through [`Region::tick`]; changes come out in its [`TickOutput`].
+//! Every mutation is stamped with the region's generation, which makes snapshots, deltas and
+//! pre-copy rounds exact. Nothing here reads a clock, does I/O or spawns a thread.
+
+use std::collections::BTreeMap;
+use std::f32::consts::PI;
+
+use glam::{Quat, Vec3};
+
+use crate::entity::{
+    validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind,
+    ObjectState, Shape,
+};
+use crate::input::{
+    Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput,
+};
+use crate::limits::*;
+use crate::terrain::Terrain;
+use crate::RegionId;
+
+/// Motion constants (SI units).
+pub mod motion {
+    pub const GRAVITY: f32 = 9.81;
+    pub const WALK_SPEED: f32 = 3.2;
+    pub const RUN_SPEED: f32 = 6.0;
+    pub const FLY_SPEED: f32 = 10.0;
+    pub const FLY_VERTICAL_SPEED: f32 = 6.0;
+    pub const TURN_RATE: f32 = 2.5;
+    pub const JUMP_SPEED: f32 = 5.0;
+    /// Half an avatar's height: its position is the centre of its body.
+    pub const AVATAR_HALF_HEIGHT: f32 = 0.9;
+    /// An avatar walking downhill stays on the ground if it is at most this far above it.
+    pub const GROUND_SNAP: f32 = 0.6;
+    /// Highest an avatar may fly above the ground.
+    pub const MAX_FLY_ALTITUDE: f32 = 400.0;
+    /// Share of sliding speed lost per second on the ground.
+    pub const GROUND_FRICTION: f32 = 3.0;
+    /// Below this speed a sliding object comes to rest.
+    pub const REST_SPEED: f32 = 0.05;
+}
+use motion::*;
+
+/// Distance kept from the region's edges until border crossings hand entities on.
+const EDGE: f32 = 0.01;
+
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub(crate) id: RegionId,
+    pub(crate) tick: u64,
+    pub(crate) generation: u64,
+    pub(crate) now_us: u64,
+    pub(crate) next_serial: u32,
+    pub(crate) terrain: Terrain,
+    pub(crate) entities: BTreeMap<EntityId, Entity>,
+    /// Deleted ids with the generation of their deletion, for deltas.
+    pub(crate) tombstones: BTreeMap<EntityId, u64>,
+    /// Tombstones older than this were pruned: deltas must start at or after it.
+    pub(crate) tombstone_floor: u64,
+    /// Derived: number of avatars in `entities`.
+    pub(crate) avatars: usize,
+}
+
+/// Per-tick scratch: the generation being stamped and who was touched.
+struct Stamp {
+    gen: u64,
+    dirty: Vec<EntityId>,
+}
+
+impl Stamp {
+    fn motion(&mut self, e: &mut Entity) {
+        if e.gen != self.gen {
+            e.gen = self.gen;
+            self.dirty.push(e.id);
+        }
+    }
+    fn body(&mut self, e: &mut Entity) {
+        self.motion(e);
+        e.body_gen = self.gen;
+    }
+}
+
+impl Region {
+    /// A new region with generated terrain and no entities.
+    pub fn new(id: RegionId, seed: u32) -> Region {
+        Region::with_terrain(id, Terrain::generate(seed, id))
+    }
+
+    pub fn with_terrain(id: RegionId, terrain: Terrain) -> Region {
+        Region {
+            id,
+            tick: 0,
+            generation: 0,
+            now_us: 0,
+            next_serial: 1,
+            terrain,
+            entities: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            tombstone_floor: 0,
+            avatars: 0,
+        }
+    }
+
+    pub fn id(&self) -> RegionId {
+        self.id
+    }
+    pub fn tick_number(&self) -> u64 {
+        self.tick
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Simulated time of the last tick, microseconds.
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+    pub fn terrain(&self) -> &Terrain {
+        &self.terrain
+    }
+    pub fn entity(&self, id: EntityId) -> Option<&Entity> {
+        self.entities.get(&id)
+    }
+    pub fn entities(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.values()
+    }
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+    pub fn avatar_count(&self) -> usize {
+        self.avatars
+    }
+
+    /// Ticks per second at the region's current activity.
+    pub fn rate_hz(&self) -> u32 {
+        if self.avatars > 0 {
+            ACTIVE_TICK_HZ
+        } else {
+            IDLE_TICK_HZ
+        }
+    }
+
+    pub fn interval_us(&self) -> u64 {
+        1_000_000 / u64::from(self.rate_hz())
+    }
+
+    /// World position of an entity (children of a linkset are stored relative to the root).
+    pub fn world_pos(&self, id: EntityId) -> Option<Vec3> {
+        let e = self.entities.get(&id)?;
+        match e.parent.and_then(|p| self.entities.get(&p)) {
+            Some(root) => Some(root.pos + root.rot * e.pos),
+            None => Some(e.pos),
+        }
+    }
+
+    /// Advances the region by one tick at simulated time `now_us`, applying `inputs` first.
+    ///
+    /// The step integrated is the time since the previous tick, at most `MAX_TICK_DT_MS`;
+    /// the first tick integrates one nominal interval.
+    pub fn tick(&mut self, now_us: u64, inputs: impl IntoIterator<Item = Input>) -> TickOutput {
+        let dt_us = if self.tick == 0 {
+            self.interval_us()
+        } else {
+            now_us.saturating_sub(self.now_us).min(MAX_TICK_DT_MS * 1000)
+        };
+        let dt = dt_us as f32 * 1e-6;
+        self.now_us = self.now_us.max(now_us);
+        self.tick += 1;
+        self.generation += 1;
+        let mut stamp = Stamp { gen: self.generation, dirty: Vec::new() };
+        let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
+
+        for (index, input) in inputs.into_iter().enumerate() {
+            let result = if index >= MAX_INPUTS_PER_TICK {
+                Err(InputError::TooManyInputs)
+            } else {
+                self.apply_input(input, &mut stamp, &mut out)
+            };
+            if let Err(error) = result {
+                out.rejected.push(Rejected { index, error });
+            }
+        }
+
+        self.step_motion(dt, &mut stamp);
+
+        // An entity removed and re-added in one tick is listed twice; report it once, in id order.
+        stamp.dirty.sort_unstable();
+        stamp.dirty.dedup();
+        out.changes.reserve(stamp.dirty.len());
+        for id in stamp.dirty {
+            // Touched and then deleted in the same tick: only the removal is reported.
+            let Some(e) = self.entities.get(&id) else { continue };
+            out.changes.push(if e.body_gen == self.generation {
+                EntityChange::Full(e.clone())
+            } else {
+                EntityChange::Motion { id, pos: e.pos, rot: e.rot, vel: e.vel }
+            });
+        }
+        out.interval_us = self.interval_us();
+        out
+    }
+
+    fn apply_input(
+        &mut self,
+        input: Input,
+        stamp: &mut Stamp,
+        out: &mut TickOutput,
+    ) -> Result<(), InputError> {
+        match input {
+            Input::AddAvatar { id, name, owner, pos } => {
+                validate_name(&name).map_err(invalid)?;
+                if self.entities.contains_key(&id) {
+                    return Err(InputError::AlreadyPresent(id));
+                }
+                self.ensure_room()?;
+                let pos = match pos {
+                    Some(p) => finite(p)?,
+                    None => Vec3::new(REGION_SIZE / 2.0, REGION_SIZE / 2.0, 0.0),
+                };
+                let pos = self.clamp_xy(pos);
+                let ground = self.terrain.height_at(pos.x, pos.y) + AVATAR_HALF_HEIGHT;
+                let avatar = Entity {
+                    id,
+                    kind: Kind::Avatar(AvatarState {
+                        controls: Default::default(),
+                        yaw: 0.0,
+                        flying: false,
+                        grounded: pos.z <= ground,
+                        seat: None,
+                    }),
+                    pos: Vec3::new(pos.x, pos.y, pos.z.max(ground)),
+                    rot: Quat::IDENTITY,
+                    vel: Vec3::ZERO,
+                    scale: Vec3::new(0.5, 0.4, 2.0 * AVATAR_HALF_HEIGHT),
+                    shape: Shape::Body,
+                    owner,
+                    name,
+                    text: String::new(),
+                    parent: None,
+                    gen: 0,
+                    body_gen: 0,
+                };
+                self.insert(avatar, stamp);
+            }
+            Input::RemoveAvatar { id } => {
+                self.avatar_mut(id)?;
+                self.remove(id, out);
+            }
+            Input::Controls { id, controls } => {
+                let e = self.avatar_mut(id)?;
+                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
+                let controls = controls.clamped();
+                if a.controls != controls {
+                    a.controls = controls;
+                    stamp.body(e);
+                }
+            }
+            Input::Sit { avatar, object } => {
+                self.object(object)?;
+                let e = self.avatar_mut(avatar)?;
+                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
+                a.seat = Some(object);
+                e.vel = Vec3::ZERO;
+                stamp.body(e);
+            }
+            Input::Stand { avatar } => {
+                let e = self.avatar_mut(avatar)?;
+                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
+                if a.seat.take().is_some() {
+                    a.grounded = false;
+                    stamp.body(e);
+                }
+            }
+            Input::CreateObject { tag, spec } => {
+                let id = self.create_object(spec, stamp)?;
+                out.created.push(Created { tag, id });
+            }
+            Input::EditObject { id, edit } => self.edit_object(id, edit, stamp)?,
+            Input::DeleteObject { id } => {
+                let e = self.object(id)?;
+                if let Some(root) = e.parent {
+                    // Deleting a child takes it out of its linkset only.
+                    let _ = root;
+                    self.remove(id, out);
+                } else {
+                    let children: Vec<EntityId> = self.children_of(id).collect();
+                    for child in children {
+                        self.remove(child, out);
+                    }
+                    self.remove(id, out);
+                }
+                self.unseat_from_missing(stamp);
+            }
+            Input::Link { root, child } => self.link(root, child, stamp)?,
+            Input::Unlink { child } => {
+                let pos = self.world_pos(child).ok_or(InputError::UnknownEntity(child))?;
+                let e = self.object_mut(child)?;
+                let Some(root) = e.parent else {
+                    return Err(InputError::LinkRefused(format!("{child} is not linked")));
+                };
+                let root_rot = self.entities[&root].rot;
+                let e = self.entities.get_mut(&child).expect("checked above");
+                e.parent = None;
+                e.pos = pos;
+                e.rot = root_rot * e.rot;
+                stamp.body(e);
+            }
+            Input::EditTerrain { x, y, radius, delta } => {
+                if !(x.is_finite() && y.is_finite() && radius.is_finite() && delta.is_finite()) {
+                    return Err(invalid("terrain edit is not a number"));
+                }
+                if !(0.0..REGION_SIZE).contains(&x) || !(0.0..REGION_SIZE).contains(&y) {
+                    return Err(invalid("terrain edit outside the region"));
+                }
+                let delta = delta.clamp(-MAX_TERRAIN_BRUSH, MAX_TERRAIN_BRUSH);
+                if self.terrain.edit(x, y, radius, delta, stamp.gen) {
+                    out.terrain_changed = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_room(&self) -> Result<(), InputError> {
+        if self.entities.len() >= MAX_ENTITIES {
+            return Err(InputError::RegionFull);
+        }
+        Ok(())
+    }
+
+    fn create_object(&mut self, spec: ObjectSpec, stamp: &mut Stamp) -> Result<EntityId, InputError> {
+        validate_name(&spec.name).map_err(invalid)?;
+        validate_text(&spec.text).map_err(invalid)?;
+        validate_scale(spec.scale).map_err(invalid)?;
+        let pos = self.clamp_xy(finite(spec.pos)?);
+        let rot = finite_rot(spec.rot)?;
+        let vel = clamp_speed(finite(spec.vel)?);
+        self.ensure_room()?;
+        let id = EntityId(
+            u64::from(self.id.x) << 48 | u64::from(self.id.y) << 32 | u64::from(self.next_serial),
+        );
+        if self.entities.contains_key(&id) {
+            // An object with this id came back across a border: skip its serial.
+            self.next_serial = self.next_serial.wrapping_add(1);
+            return Err(InputError::AlreadyPresent(id));
+        }
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let ground = self.terrain.height_at(pos.x, pos.y) + spec.scale.z * 0.5;
+        let object = Entity {
+            id,
+            kind: Kind::Object(ObjectState { physical: spec.physical }),
+            pos: Vec3::new(pos.x, pos.y, pos.z.max(ground)),
+            rot,
+            vel,
+            scale: spec.scale,
+            shape: spec.shape,
+            owner: spec.owner,
+            name: spec.name,
+            text: spec.text,
+            parent: None,
+            gen: 0,
+            body_gen: 0,
+        };
+        self.insert(object, stamp);
+        Ok(id)
+    }
+
+    fn edit_object(&mut self, id: EntityId, edit: ObjectEdit, stamp: &mut Stamp) -> Result<(), InputError> {
+        // Validate everything before changing anything: an edit applies whole or not at all.
+        if let Some(n) = &edit.name {
+            validate_name(n).map_err(invalid)?;
+        }
+        if let Some(t) = &edit.text {
+            validate_text(t).map_err(invalid)?;
+        }
+        if let Some(s) = edit.scale {
+            validate_scale(s).map_err(invalid)?;
+        }
+        let pos = edit.pos.map(finite).transpose()?;
+        let vel = edit.vel.map(finite).transpose()?.map(clamp_speed);
+        let rot = edit.rot.map(finite_rot).transpose()?;
+        let linked = self.object(id)?.parent.is_some();
+        let pos = pos.map(|p| if linked { p.clamp(Vec3::splat(-MAX_SCALE), Vec3::splat(MAX_SCALE)) } else { self.clamp_xy(p) });
+        let e = self.object_mut(id)?;
+        let mut body = false;
+        let mut moved = false;
+        if let Some(p) = pos {
+            moved |= e.pos != p;
+            e.pos = p;
+        }
+        if let Some(r) = rot {
+            moved |= e.rot != r;
+            e.rot = r;
+        }
+        if let Some(v) = vel {
+            moved |= e.vel != v;
+            e.vel = v;
+        }
+        if let Some(s) = edit.scale {
+            body |= e.scale != s;
+            e.scale = s;
+        }
+        if let Some(s) = edit.shape {
+            body |= e.shape != s;
+            e.shape = s;
+        }
+        if let Some(n) = edit.name {
+            body |= e.name != n;
+            e.name = n;
+        }
+        if let Some(t) = edit.text {
+            body |= e.text != t;
+            e.text = t;
+        }
+        if let Some(p) = edit.physical {
+            let Kind::Object(o) = &mut e.kind else { unreachable!() };
+            body |= o.physical != p;
+            o.physical = p;
+        }
+        if body {
+            stamp.body(e);
+        } else if moved {
+            stamp.motion(e);
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, root: EntityId, child: EntityId, stamp: &mut Stamp) -> Result<(), InputError> {
+        if root == child {
+            return Err(InputError::LinkRefused("an object cannot link to itself".into()));
+        }
+        let r = self.object(root)?;
+        if r.parent.is_some() {
+            return Err(InputError::LinkRefused(format!("{root} is itself a child (MAX_LINK_DEPTH)")));
+        }
+        let (root_pos, root_rot) = (r.pos, r.rot);
+        let c = self.object(child)?;
+        if c.parent.is_some() {
+            return Err(InputError::LinkRefused(format!("{child} is already linked")));
+        }
+        if self.children_of(child).next().is_some() {
+            return Err(InputError::LinkRefused(format!("{child} is a linkset root (MAX_LINK_DEPTH)")));
+        }
+        if self.children_of(root).count() >= MAX_LINKSET_CHILDREN {
+            return Err(InputError::LinkRefused("linkset has MAX_LINKSET_CHILDREN children".into()));
+        }
+        let inv = root_rot.inverse();
+        let e = self.entities.get_mut(&child).expect("checked above");
+        e.pos = inv * (e.pos - root_pos);
+        e.rot = inv * e.rot;
+        e.vel = Vec3::ZERO;
+        e.parent = Some(root);
+        stamp.body(e);
+        Ok(())
+    }
+
+    fn children_of(&self, root: EntityId) -> impl Iterator<Item = EntityId> + '_ {
+        self.entities.values().filter(move |e| e.parent == Some(root)).map(|e| e.id)
+    }
+
+    fn insert(&mut self, mut e: Entity, stamp: &mut Stamp) {
+        if e.is_avatar() {
+            self.avatars += 1;
+        }
+        self.tombstones.remove(&e.id);
+        e.gen = 0;
+        stamp.body(&mut e);
+        self.entities.insert(e.id, e);
+    }
+
+    fn remove(&mut self, id: EntityId, out: &mut TickOutput) {
+        if let Some(e) = self.entities.remove(&id) {
+            if e.is_avatar() {
+                self.avatars -= 1;
+            }
+            self.tombstones.insert(id, self.generation);
+            out.removed.push(id);
+            self.prune_tombstones();
+        }
+    }
+
+    /// Keeps the tombstone set bounded: drops the older half when it reaches the limit.
+    fn prune_tombstones(&mut self) {
+        if self.tombstones.len() <= MAX_TOMBSTONES {
+            return;
+        }
+        let mut gens: Vec<u64> = self.tombstones.values().copied().collect();
+        let mid = gens.len() / 2;
+        let (_, &mut cut, _) = gens.select_nth_unstable(mid);
+        self.tombstones.retain(|_, g| *g > cut);
+        self.tombstone_floor = self.tombstone_floor.max(cut);
+    }
+
+    /// Avatars sitting on an object that is gone stand up.
+    fn unseat_from_missing(&mut self, stamp: &mut Stamp) {
+        let missing: Vec<EntityId> = self
+            .entities
+            .values()
+            .filter_map(|e| match &e.kind {
+                Kind::Avatar(AvatarState { seat: Some(s), .. }) if !self.entities.contains_key(s) => Some(e.id),
+                _ => None,
+            })
+            .collect();
+        for id in missing {
+            let e = self.entities.get_mut(&id).expect("just found");
+            if let Kind::Avatar(a) = &mut e.kind {
+                a.seat = None;
+                a.grounded = false;
+            }
+            stamp.body(e);
+        }
+    }
+
+    fn object(&self, id: EntityId) -> Result<&Entity, InputError> {
+        match self.entities.get(&id) {
+            Some(e) if !e.is_avatar() => Ok(e),
+            Some(_) => Err(InputError::NotAnObject(id)),
+            None => Err(InputError::UnknownEntity(id)),
+        }
+    }
+
+    fn object_mut(&mut self, id: EntityId) -> Result<&mut Entity, InputError> {
+        match self.entities.get_mut(&id) {
+            Some(e) if !e.is_avatar() => Ok(e),
+            Some(_) => Err(InputError::NotAnObject(id)),
+            None => Err(InputError::UnknownEntity(id)),
+        }
+    }
+
+    fn avatar_mut(&mut self, id: EntityId) -> Result<&mut Entity, InputError> {
+        match self.entities.get_mut(&id) {
+            Some(e) if e.is_avatar() => Ok(e),
+            Some(_) => Err(InputError::NotAnAvatar(id)),
+            None => Err(InputError::UnknownEntity(id)),
+        }
+    }
+
+    fn clamp_xy(&self, p: Vec3) -> Vec3 {
+        Vec3::new(
+            p.x.clamp(0.0, REGION_SIZE - EDGE),
+            p.y.clamp(0.0, REGION_SIZE - EDGE),
+            p.z.clamp(TERRAIN_MIN_HEIGHT, TERRAIN_MAX_HEIGHT + MAX_FLY_ALTITUDE),
+        )
+    }
+
+    /// Moves everything that moves by `dt` seconds.
+    fn step_motion(&mut self, dt: f32, stamp: &mut Stamp) {
+        let terrain = &self.terrain;
+        let mut seated: Vec<(EntityId, EntityId)> = Vec::new();
+        for e in self.entities.values_mut() {
+            match &mut e.kind {
+                Kind::Object(o) => {
+                    if e.parent.is_some() {
+                        continue;
+                    }
+                    let physical = o.physical;
+                    if step_object(e, physical, terrain, dt) {
+                        stamp.motion(e);
+                    }
+                }
+                Kind::Avatar(a) => {
+                    if let Some(seat) = a.seat {
+                        seated.push((e.id, seat));
+                        continue;
+                    }
+                    if step_avatar(e, terrain, dt) {
+                        stamp.motion(e);
+                    }
+                }
+            }
+        }
+        for (avatar, seat) in seated {
+            let Some(s) = self.entities.get(&seat) else { continue };
+            let target = s.pos + Vec3::Z * (s.scale.z * 0.5 + AVATAR_HALF_HEIGHT);
+            let e = self.entities.get_mut(&avatar).expect("collected above");
+            if e.pos != target {
+                e.pos = target;
+                stamp.motion(e);
+            }
+        }
+    }
+}
+
+/// Returns whether the object moved.
+fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32) -> bool {
+    let ground = |p: Vec3| terrain.height_at(p.x, p.y) + e.scale.z * 0.5;
+    if e.vel == Vec3::ZERO && (!physical || e.pos.z <= ground(e.pos)) {
+        return false;
+    }
+    let (old_pos, old_vel) = (e.pos, e.vel);
+    if physical {
+        e.vel.z -= GRAVITY * dt;
+    }
+    let mut p = e.pos + e.vel * dt;
+    // Bounce off the region's edges (border crossings will hand objects on instead).
+    for axis in 0..2 {
+        if p[axis] < 0.0 || p[axis] > REGION_SIZE - EDGE {
+            p[axis] = p[axis].clamp(0.0, REGION_SIZE - EDGE);
+            e.vel[axis] = -e.vel[axis];
+        }
+    }
+    let g = ground(p);
+    if p.z <= g {
+        p.z = g;
+        if physical {
+            e.vel.z = 0.0;
+            let keep = (1.0 - GROUND_FRICTION * dt).max(0.0);
+            e.vel.x *= keep;
+            e.vel.y *= keep;
+            if e.vel.length() < REST_SPEED {
+                e.vel = Vec3::ZERO;
+            }
+        } else if e.vel.z < 0.0 {
+            e.vel.z = 0.0;
+        }
+    }
+    e.pos = p;
+    e.pos != old_pos || e.vel != old_vel
+}
+
+/// Returns whether the avatar's pose or velocity changed.
+fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
+    let Kind::Avatar(a) = &mut e.kind else { return false };
+    let c = a.controls;
+    let (old_pos, old_vel, old_yaw, old_flying) = (e.pos, e.vel, a.yaw, a.flying);
+    if c.turn != 0 {
+        a.yaw += f32::from(c.turn) * TURN_RATE * dt;
+        if a.yaw > PI {
+            a.yaw -= 2.0 * PI;
+        } else if a.yaw < -PI {
+            a.yaw += 2.0 * PI;
+        }
+    }
+    a.flying = c.fly;
+    let speed = if a.flying {
+        FLY_SPEED
+    } else if c.run {
+        RUN_SPEED
+    } else {
+        WALK_SPEED
+    };
+    let (s, co) = a.yaw.sin_cos();
+    let forward = Vec3::new(co, s, 0.0);
+    let left = Vec3::new(-s, co, 0.0);
+    let horizontal = (forward * f32::from(c.forward) + left * f32::from(c.strafe)).normalize_or_zero() * speed;
+    e.vel.x = horizontal.x;
+    e.vel.y = horizontal.y;
+
+    let mut p = e.pos;
+    p.x += e.vel.x * dt;
+    p.y += e.vel.y * dt;
+    for axis in 0..2 {
+        if p[axis] < 0.0 || p[axis] > REGION_SIZE - EDGE {
+            p[axis] = p[axis].clamp(0.0, REGION_SIZE - EDGE);
+            e.vel[axis] = 0.0;
+        }
+    }
+    let ground = terrain.height_at(p.x, p.y) + AVATAR_HALF_HEIGHT;
+    if a.flying {
+        e.vel.z = f32::from(c.up) * FLY_VERTICAL_SPEED;
+        p.z = (p.z + e.vel.z * dt).clamp(ground, ground + MAX_FLY_ALTITUDE);
+        a.grounded = p.z <= ground;
+    } else {
+        if a.grounded && c.jump {
+            e.vel.z = JUMP_SPEED;
+            a.grounded = false;
+        }
+        if a.grounded && p.z - ground <= GROUND_SNAP {
+            p.z = ground;
+            e.vel.z = 0.0;
+        } else {
+            e.vel.z -= GRAVITY * dt;
+            p.z += e.vel.z * dt;
+            if p.z <= ground {
+                p.z = ground;
+                e.vel.z = 0.0;
+                a.grounded = true;
+            } else {
+                a.grounded = false;
+            }
+        }
+    }
+    e.pos = p;
+    if a.yaw != old_yaw {
+        e.rot = Quat::from_rotation_z(a.yaw);
+    }
+    e.pos != old_pos || e.vel != old_vel || a.yaw != old_yaw || a.flying != old_flying
+}
+
+fn invalid(reason: impl Into<String>) -> InputError {
+    InputError::Invalid(reason.into())
+}
+
+fn finite(v: Vec3) -> Result<Vec3, InputError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(invalid("vector is not a number"))
+    }
+}
+
+fn finite_rot(q: Quat) -> Result<Quat, InputError> {
+    if q.is_finite() && q.length_squared() > 1e-6 {
+        Ok(q.normalize())
+    } else {
+        Err(invalid("rotation is not a unit quaternion"))
+    }
+}
+
+fn clamp_speed(v: Vec3) -> Vec3 {
+    v.clamp_length_max(MAX_SPEED)
+}
