@@ -10,20 +10,53 @@ use crate::entity::{Controls, Entity, EntityId, Shape};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Input {
     /// A person's avatar enters. `pos` defaults to the region centre, on the ground.
-    AddAvatar { id: EntityId, name: String, owner: u64, pos: Option<Vec3> },
-    RemoveAvatar { id: EntityId },
-    Controls { id: EntityId, controls: Controls },
-    Sit { avatar: EntityId, object: EntityId },
-    Stand { avatar: EntityId },
+    AddAvatar {
+        id: EntityId,
+        name: String,
+        owner: u64,
+        pos: Option<Vec3>,
+    },
+    RemoveAvatar {
+        id: EntityId,
+    },
+    Controls {
+        id: EntityId,
+        controls: Controls,
+    },
+    Sit {
+        avatar: EntityId,
+        object: EntityId,
+    },
+    Stand {
+        avatar: EntityId,
+    },
     /// `tag` is the caller's, echoed back in [`TickOutput::created`] with the new id.
-    CreateObject { tag: u64, spec: ObjectSpec },
-    EditObject { id: EntityId, edit: ObjectEdit },
+    CreateObject {
+        tag: u64,
+        spec: ObjectSpec,
+    },
+    EditObject {
+        id: EntityId,
+        edit: ObjectEdit,
+    },
     /// Deletes the object and, if it is a linkset root, its children.
-    DeleteObject { id: EntityId },
-    Link { root: EntityId, child: EntityId },
-    Unlink { child: EntityId },
+    DeleteObject {
+        id: EntityId,
+    },
+    Link {
+        root: EntityId,
+        child: EntityId,
+    },
+    Unlink {
+        child: EntityId,
+    },
     /// Raise (positive) or lower the ground with a round brush centred at (x, y).
-    EditTerrain { x: f32, y: f32, radius: f32, delta: f32 },
+    EditTerrain {
+        x: f32,
+        y: f32,
+        radius: f32,
+        delta: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,7 +141,12 @@ pub enum EntityChange {
     /// New, or something besides its motion changed: the whole row.
     Full(Entity),
     /// Only pose and velocity changed.
-    Motion { id: EntityId, pos: Vec3, rot: Quat, vel: Vec3 },
+    Motion {
+        id: EntityId,
+        pos: Vec3,
+        rot: Quat,
+        vel: Vec3,
+    },
 }
 
 impl EntityChange {

@@ -10,8 +10,8 @@ use std::f32::consts::PI;
 use glam::{Quat, Vec3};
 
 use crate::entity::{
-    validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind,
-    ObjectState, Shape,
+    validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind, ObjectState,
+    Shape,
 };
 use crate::input::{
     Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput,
@@ -161,14 +161,23 @@ impl Region {
         let dt_us = if self.tick == 0 {
             self.interval_us()
         } else {
-            now_us.saturating_sub(self.now_us).min(MAX_TICK_DT_MS * 1000)
+            now_us
+                .saturating_sub(self.now_us)
+                .min(MAX_TICK_DT_MS * 1000)
         };
         let dt = dt_us as f32 * 1e-6;
         self.now_us = self.now_us.max(now_us);
         self.tick += 1;
         self.generation += 1;
-        let mut stamp = Stamp { gen: self.generation, dirty: Vec::new() };
-        let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
+        let mut stamp = Stamp {
+            gen: self.generation,
+            dirty: Vec::new(),
+        };
+        let mut out = TickOutput {
+            tick: self.tick,
+            generation: self.generation,
+            ..TickOutput::default()
+        };
 
         for (index, input) in inputs.into_iter().enumerate() {
             let result = if index >= MAX_INPUTS_PER_TICK {
@@ -189,11 +198,18 @@ impl Region {
         out.changes.reserve(stamp.dirty.len());
         for id in stamp.dirty {
             // Touched and then deleted in the same tick: only the removal is reported.
-            let Some(e) = self.entities.get(&id) else { continue };
+            let Some(e) = self.entities.get(&id) else {
+                continue;
+            };
             out.changes.push(if e.body_gen == self.generation {
                 EntityChange::Full(e.clone())
             } else {
-                EntityChange::Motion { id, pos: e.pos, rot: e.rot, vel: e.vel }
+                EntityChange::Motion {
+                    id,
+                    pos: e.pos,
+                    rot: e.rot,
+                    vel: e.vel,
+                }
             });
         }
         out.interval_us = self.interval_us();
@@ -207,7 +223,12 @@ impl Region {
         out: &mut TickOutput,
     ) -> Result<(), InputError> {
         match input {
-            Input::AddAvatar { id, name, owner, pos } => {
+            Input::AddAvatar {
+                id,
+                name,
+                owner,
+                pos,
+            } => {
                 validate_name(&name).map_err(invalid)?;
                 if self.entities.contains_key(&id) {
                     return Err(InputError::AlreadyPresent(id));
@@ -248,7 +269,9 @@ impl Region {
             }
             Input::Controls { id, controls } => {
                 let e = self.avatar_mut(id)?;
-                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
+                let Kind::Avatar(a) = &mut e.kind else {
+                    unreachable!()
+                };
                 let controls = controls.clamped();
                 if a.controls != controls {
                     a.controls = controls;
@@ -258,14 +281,18 @@ impl Region {
             Input::Sit { avatar, object } => {
                 self.object(object)?;
                 let e = self.avatar_mut(avatar)?;
-                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
+                let Kind::Avatar(a) = &mut e.kind else {
+                    unreachable!()
+                };
                 a.seat = Some(object);
                 e.vel = Vec3::ZERO;
                 stamp.body(e);
             }
             Input::Stand { avatar } => {
                 let e = self.avatar_mut(avatar)?;
-                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
+                let Kind::Avatar(a) = &mut e.kind else {
+                    unreachable!()
+                };
                 if a.seat.take().is_some() {
                     a.grounded = false;
                     stamp.body(e);
@@ -293,7 +320,9 @@ impl Region {
             }
             Input::Link { root, child } => self.link(root, child, stamp)?,
             Input::Unlink { child } => {
-                let pos = self.world_pos(child).ok_or(InputError::UnknownEntity(child))?;
+                let pos = self
+                    .world_pos(child)
+                    .ok_or(InputError::UnknownEntity(child))?;
                 let e = self.object_mut(child)?;
                 let Some(root) = e.parent else {
                     return Err(InputError::LinkRefused(format!("{child} is not linked")));
@@ -305,7 +334,12 @@ impl Region {
                 e.rot = root_rot * e.rot;
                 stamp.body(e);
             }
-            Input::EditTerrain { x, y, radius, delta } => {
+            Input::EditTerrain {
+                x,
+                y,
+                radius,
+                delta,
+            } => {
                 if !(x.is_finite() && y.is_finite() && radius.is_finite() && delta.is_finite()) {
                     return Err(invalid("terrain edit is not a number"));
                 }
@@ -328,7 +362,11 @@ impl Region {
         Ok(())
     }
 
-    fn create_object(&mut self, spec: ObjectSpec, stamp: &mut Stamp) -> Result<EntityId, InputError> {
+    fn create_object(
+        &mut self,
+        spec: ObjectSpec,
+        stamp: &mut Stamp,
+    ) -> Result<EntityId, InputError> {
         validate_name(&spec.name).map_err(invalid)?;
         validate_text(&spec.text).map_err(invalid)?;
         validate_scale(spec.scale).map_err(invalid)?;
@@ -348,7 +386,9 @@ impl Region {
         let ground = self.terrain.height_at(pos.x, pos.y) + spec.scale.z * 0.5;
         let object = Entity {
             id,
-            kind: Kind::Object(ObjectState { physical: spec.physical }),
+            kind: Kind::Object(ObjectState {
+                physical: spec.physical,
+            }),
             pos: Vec3::new(pos.x, pos.y, pos.z.max(ground)),
             rot,
             vel,
@@ -365,7 +405,12 @@ impl Region {
         Ok(id)
     }
 
-    fn edit_object(&mut self, id: EntityId, edit: ObjectEdit, stamp: &mut Stamp) -> Result<(), InputError> {
+    fn edit_object(
+        &mut self,
+        id: EntityId,
+        edit: ObjectEdit,
+        stamp: &mut Stamp,
+    ) -> Result<(), InputError> {
         // Validate everything before changing anything: an edit applies whole or not at all.
         if let Some(n) = &edit.name {
             validate_name(n).map_err(invalid)?;
@@ -380,7 +425,13 @@ impl Region {
         let vel = edit.vel.map(finite).transpose()?.map(clamp_speed);
         let rot = edit.rot.map(finite_rot).transpose()?;
         let linked = self.object(id)?.parent.is_some();
-        let pos = pos.map(|p| if linked { p.clamp(Vec3::splat(-MAX_SCALE), Vec3::splat(MAX_SCALE)) } else { self.clamp_xy(p) });
+        let pos = pos.map(|p| {
+            if linked {
+                p.clamp(Vec3::splat(-MAX_SCALE), Vec3::splat(MAX_SCALE))
+            } else {
+                self.clamp_xy(p)
+            }
+        });
         let e = self.object_mut(id)?;
         let mut body = false;
         let mut moved = false;
@@ -413,7 +464,9 @@ impl Region {
             e.text = t;
         }
         if let Some(p) = edit.physical {
-            let Kind::Object(o) = &mut e.kind else { unreachable!() };
+            let Kind::Object(o) = &mut e.kind else {
+                unreachable!()
+            };
             body |= o.physical != p;
             o.physical = p;
         }
@@ -425,24 +478,39 @@ impl Region {
         Ok(())
     }
 
-    fn link(&mut self, root: EntityId, child: EntityId, stamp: &mut Stamp) -> Result<(), InputError> {
+    fn link(
+        &mut self,
+        root: EntityId,
+        child: EntityId,
+        stamp: &mut Stamp,
+    ) -> Result<(), InputError> {
         if root == child {
-            return Err(InputError::LinkRefused("an object cannot link to itself".into()));
+            return Err(InputError::LinkRefused(
+                "an object cannot link to itself".into(),
+            ));
         }
         let r = self.object(root)?;
         if r.parent.is_some() {
-            return Err(InputError::LinkRefused(format!("{root} is itself a child (MAX_LINK_DEPTH)")));
+            return Err(InputError::LinkRefused(format!(
+                "{root} is itself a child (MAX_LINK_DEPTH)"
+            )));
         }
         let (root_pos, root_rot) = (r.pos, r.rot);
         let c = self.object(child)?;
         if c.parent.is_some() {
-            return Err(InputError::LinkRefused(format!("{child} is already linked")));
+            return Err(InputError::LinkRefused(format!(
+                "{child} is already linked"
+            )));
         }
         if self.children_of(child).next().is_some() {
-            return Err(InputError::LinkRefused(format!("{child} is a linkset root (MAX_LINK_DEPTH)")));
+            return Err(InputError::LinkRefused(format!(
+                "{child} is a linkset root (MAX_LINK_DEPTH)"
+            )));
         }
         if self.children_of(root).count() >= MAX_LINKSET_CHILDREN {
-            return Err(InputError::LinkRefused("linkset has MAX_LINKSET_CHILDREN children".into()));
+            return Err(InputError::LinkRefused(
+                "linkset has MAX_LINKSET_CHILDREN children".into(),
+            ));
         }
         let inv = root_rot.inverse();
         let e = self.entities.get_mut(&child).expect("checked above");
@@ -455,7 +523,10 @@ impl Region {
     }
 
     fn children_of(&self, root: EntityId) -> impl Iterator<Item = EntityId> + '_ {
-        self.entities.values().filter(move |e| e.parent == Some(root)).map(|e| e.id)
+        self.entities
+            .values()
+            .filter(move |e| e.parent == Some(root))
+            .map(|e| e.id)
     }
 
     fn insert(&mut self, mut e: Entity, stamp: &mut Stamp) {
@@ -497,7 +568,11 @@ impl Region {
             .entities
             .values()
             .filter_map(|e| match &e.kind {
-                Kind::Avatar(AvatarState { seat: Some(s), .. }) if !self.entities.contains_key(s) => Some(e.id),
+                Kind::Avatar(AvatarState { seat: Some(s), .. })
+                    if !self.entities.contains_key(s) =>
+                {
+                    Some(e.id)
+                }
                 _ => None,
             })
             .collect();
@@ -570,7 +645,9 @@ impl Region {
             }
         }
         for (avatar, seat) in seated {
-            let Some(s) = self.entities.get(&seat) else { continue };
+            let Some(s) = self.entities.get(&seat) else {
+                continue;
+            };
             let target = s.pos + Vec3::Z * (s.scale.z * 0.5 + AVATAR_HALF_HEIGHT);
             let e = self.entities.get_mut(&avatar).expect("collected above");
             if e.pos != target {
@@ -620,7 +697,9 @@ fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32) -> bo
 
 /// Returns whether the avatar's pose or velocity changed.
 fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
-    let Kind::Avatar(a) = &mut e.kind else { return false };
+    let Kind::Avatar(a) = &mut e.kind else {
+        return false;
+    };
     let c = a.controls;
     let (old_pos, old_vel, old_yaw, old_flying) = (e.pos, e.vel, a.yaw, a.flying);
     if c.turn != 0 {
@@ -642,7 +721,8 @@ fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
     let (s, co) = a.yaw.sin_cos();
     let forward = Vec3::new(co, s, 0.0);
     let left = Vec3::new(-s, co, 0.0);
-    let horizontal = (forward * f32::from(c.forward) + left * f32::from(c.strafe)).normalize_or_zero() * speed;
+    let horizontal =
+        (forward * f32::from(c.forward) + left * f32::from(c.strafe)).normalize_or_zero() * speed;
     e.vel.x = horizontal.x;
     e.vel.y = horizontal.y;
 
