@@ -235,9 +235,7 @@ impl Region {
         let s: Snapshot = parse(&raw)?;
         s.terrain.validate().map_err(CodecError::Invalid)?;
         if s.entities.len() > MAX_ENTITIES || s.tombstones.len() > MAX_TOMBSTONES {
-            return Err(CodecError::Invalid(
-                "snapshot exceeds MAX_ENTITIES or MAX_TOMBSTONES",
-            ));
+            return Err(CodecError::Invalid("snapshot exceeds MAX_ENTITIES or MAX_TOMBSTONES"));
         }
         strictly_increasing(s.entities.iter().map(|e| e.id)).map_err(CodecError::Invalid)?;
         strictly_increasing(s.tombstones.iter().map(|t| t.0)).map_err(CodecError::Invalid)?;
@@ -247,8 +245,7 @@ impl Region {
                 return Err(CodecError::Invalid("entity newer than the region"));
             }
         }
-        let entities: BTreeMap<EntityId, Entity> =
-            s.entities.into_iter().map(|e| (e.id, e)).collect();
+        let entities: BTreeMap<EntityId, Entity> = s.entities.into_iter().map(|e| (e.id, e)).collect();
         check_links(&entities).map_err(CodecError::Invalid)?;
         let avatars = entities.values().filter(|e| e.is_avatar()).count();
         Ok(Region {
@@ -268,16 +265,10 @@ impl Region {
     /// Everything that changed after generation `base`.
     pub fn delta_since(&self, base: u64) -> Result<Delta, DeltaError> {
         if base > self.generation {
-            return Err(DeltaError::Future {
-                asked: base,
-                current: self.generation,
-            });
+            return Err(DeltaError::Future { asked: base, current: self.generation });
         }
         if base < self.tombstone_floor {
-            return Err(DeltaError::TooOld {
-                asked: base,
-                floor: self.tombstone_floor,
-            });
+            return Err(DeltaError::TooOld { asked: base, floor: self.tombstone_floor });
         }
         Ok(Delta {
             region: self.id,
@@ -287,18 +278,8 @@ impl Region {
             now_us: self.now_us,
             next_serial: self.next_serial,
             water_level: self.terrain.water_level,
-            entities: self
-                .entities
-                .values()
-                .filter(|e| e.gen > base)
-                .cloned()
-                .collect(),
-            removed: self
-                .tombstones
-                .iter()
-                .filter(|(_, &g)| g > base)
-                .map(|(&id, &g)| (id, g))
-                .collect(),
+            entities: self.entities.values().filter(|e| e.gen > base).cloned().collect(),
+            removed: self.tombstones.iter().filter(|(_, &g)| g > base).map(|(&id, &g)| (id, g)).collect(),
             terrain: self.terrain.patches_since(base),
         })
     }
@@ -307,16 +288,10 @@ impl Region {
     /// a refused delta leaves the replica as it was.
     pub fn apply_delta(&mut self, d: &Delta) -> Result<(), ApplyError> {
         if d.region != self.id {
-            return Err(ApplyError::WrongRegion {
-                delta: d.region,
-                replica: self.id,
-            });
+            return Err(ApplyError::WrongRegion { delta: d.region, replica: self.id });
         }
         if d.base != self.generation {
-            return Err(ApplyError::BaseMismatch {
-                base: d.base,
-                replica: self.generation,
-            });
+            return Err(ApplyError::BaseMismatch { base: d.base, replica: self.generation });
         }
         d.validate().map_err(ApplyError::Invalid)?;
         let mut next = self.entities.clone();
@@ -377,17 +352,11 @@ fn check_links(entities: &BTreeMap<EntityId, Entity>) -> Result<(), &'static str
 }
 
 fn seal(kind: PayloadKind, compression: Compression, raw: &[u8]) -> Vec<u8> {
-    let compression = if raw.len() < COMPRESS_ABOVE_BYTES {
-        Compression::None
-    } else {
-        compression
-    };
+    let compression = if raw.len() < COMPRESS_ABOVE_BYTES { Compression::None } else { compression };
     let body = match compression {
         Compression::None => raw.to_vec(),
         Compression::Lz4 => lz4_flex::block::compress(raw),
-        Compression::Zstd => {
-            zstd::bulk::compress(raw, ZSTD_LEVEL).expect("zstd compresses in memory")
-        }
+        Compression::Zstd => zstd::bulk::compress(raw, ZSTD_LEVEL).expect("zstd compresses in memory"),
     };
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(&MAGIC);
@@ -416,10 +385,7 @@ fn open(expected: PayloadKind, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         return Err(CodecError::WrongVersion { found: version });
     }
     if bytes[6] != expected as u8 {
-        return Err(CodecError::WrongKind {
-            expected,
-            found: bytes[6],
-        });
+        return Err(CodecError::WrongKind { expected, found: bytes[6] });
     }
     let compression = bytes[7];
     let raw_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
@@ -433,29 +399,20 @@ fn open(expected: PayloadKind, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
     }
     let raw = match compression {
         0 => body.to_vec(),
-        1 => lz4_flex::block::decompress(body, raw_len)
-            .map_err(|e| CodecError::Decompress(e.to_string()))?,
-        2 => zstd::bulk::decompress(body, raw_len)
-            .map_err(|e| CodecError::Decompress(e.to_string()))?,
+        1 => lz4_flex::block::decompress(body, raw_len).map_err(|e| CodecError::Decompress(e.to_string()))?,
+        2 => zstd::bulk::decompress(body, raw_len).map_err(|e| CodecError::Decompress(e.to_string()))?,
         c => return Err(CodecError::UnknownCompression(c)),
     };
     if raw.len() != raw_len {
-        return Err(CodecError::Decompress(format!(
-            "{} bytes, header says {raw_len}",
-            raw.len()
-        )));
+        return Err(CodecError::Decompress(format!("{} bytes, header says {raw_len}", raw.len())));
     }
     Ok(raw)
 }
 
 fn parse<'de, T: Deserialize<'de>>(raw: &'de [u8]) -> Result<T, CodecError> {
-    let (value, rest) =
-        postcard::take_from_bytes(raw).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(raw).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(CodecError::Malformed(format!("{} trailing bytes", rest.len())));
     }
     Ok(value)
 }
@@ -472,22 +429,10 @@ mod tests {
         let mut r = Region::with_terrain(RegionId::new(2, 2), Terrain::flat(10.0));
         let specs = (0..40).map(|t| Input::CreateObject {
             tag: t,
-            spec: ObjectSpec {
-                pos: Vec3::new(t as f32, 5.0, 30.0),
-                vel: Vec3::X,
-                ..Default::default()
-            },
+            spec: ObjectSpec { pos: Vec3::new(t as f32, 5.0, 30.0), vel: Vec3::X, ..Default::default() },
         });
         r.tick(0, specs);
-        r.tick(
-            22_000,
-            [Input::AddAvatar {
-                id: EntityId(99),
-                name: "a".into(),
-                owner: 1,
-                pos: None,
-            }],
-        );
+        r.tick(22_000, [Input::AddAvatar { id: EntityId(99), name: "a".into(), owner: 1, pos: None }]);
         r
     }
 
@@ -499,30 +444,21 @@ mod tests {
     fn a_wrong_version_is_named_in_the_error() {
         let mut bytes = sample().snapshot();
         bytes[4] = 9;
-        assert_eq!(
-            Region::from_snapshot(&bytes).unwrap_err(),
-            CodecError::WrongVersion { found: 9 }
-        );
+        assert_eq!(Region::from_snapshot(&bytes).unwrap_err(), CodecError::WrongVersion { found: 9 });
     }
 
     #[test]
     fn a_delta_is_not_a_snapshot() {
         let r = sample();
         let delta = r.delta_since(0).unwrap().encode();
-        assert!(matches!(
-            Region::from_snapshot(&delta),
-            Err(CodecError::WrongKind { .. })
-        ));
+        assert!(matches!(Region::from_snapshot(&delta), Err(CodecError::WrongKind { .. })));
     }
 
     #[test]
     fn every_truncation_of_a_snapshot_is_refused() {
         let bytes = sample().snapshot();
         for len in (0..bytes.len()).step_by(7) {
-            assert!(
-                Region::from_snapshot(&bytes[..len]).is_err(),
-                "accepted {len} bytes"
-            );
+            assert!(Region::from_snapshot(&bytes[..len]).is_err(), "accepted {len} bytes");
         }
     }
 

@@ -141,12 +141,7 @@ pub enum EntityChange {
     /// New, or something besides its motion changed: the whole row.
     Full(Entity),
     /// Only pose and velocity changed.
-    Motion {
-        id: EntityId,
-        pos: Vec3,
-        rot: Quat,
-        vel: Vec3,
-    },
+    Motion { id: EntityId, pos: Vec3, rot: Quat, vel: Vec3 },
 }
 
 impl EntityChange {

@@ -12,14 +12,10 @@ pub mod limits;
 pub mod region;
 pub mod terrain;
 
-pub use codec::{
-    ApplyError, CodecError, Compression, Delta, DeltaApplyError, DeltaError, FORMAT_VERSION,
-};
+pub use codec::{ApplyError, CodecError, Compression, Delta, DeltaApplyError, DeltaError, FORMAT_VERSION};
 pub use entity::{AvatarState, Controls, Entity, EntityId, Kind, ObjectState, Shape};
 pub use glam::{Quat, Vec3};
-pub use input::{
-    Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput,
-};
+pub use input::{Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput};
 pub use region::Region;
 pub use terrain::Terrain;
 
@@ -54,9 +50,6 @@ impl std::str::FromStr for RegionId {
     fn from_str(s: &str) -> Result<RegionId, ParseRegionIdError> {
         let err = || ParseRegionIdError(s.to_string());
         let (x, y) = s.split_once([',', ':', '/']).ok_or_else(err)?;
-        Ok(RegionId {
-            x: x.trim().parse().map_err(|_| err())?,
-            y: y.trim().parse().map_err(|_| err())?,
-        })
+        Ok(RegionId { x: x.trim().parse().map_err(|_| err())?, y: y.trim().parse().map_err(|_| err())? })
     }
 }

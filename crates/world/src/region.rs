@@ -10,12 +10,9 @@ use std::f32::consts::PI;
 use glam::{Quat, Vec3};
 
 use crate::entity::{
-    validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind, ObjectState,
-    Shape,
+    validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind, ObjectState, Shape,
 };
-use crate::input::{
-    Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput,
-};
+use crate::input::{Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput};
 use crate::limits::*;
 use crate::terrain::Terrain;
 use crate::RegionId;
@@ -161,23 +158,14 @@ impl Region {
         let dt_us = if self.tick == 0 {
             self.interval_us()
         } else {
-            now_us
-                .saturating_sub(self.now_us)
-                .min(MAX_TICK_DT_MS * 1000)
+            now_us.saturating_sub(self.now_us).min(MAX_TICK_DT_MS * 1000)
         };
         let dt = dt_us as f32 * 1e-6;
         self.now_us = self.now_us.max(now_us);
         self.tick += 1;
         self.generation += 1;
-        let mut stamp = Stamp {
-            gen: self.generation,
-            dirty: Vec::new(),
-        };
-        let mut out = TickOutput {
-            tick: self.tick,
-            generation: self.generation,
-            ..TickOutput::default()
-        };
+        let mut stamp = Stamp { gen: self.generation, dirty: Vec::new() };
+        let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
 
         for (index, input) in inputs.into_iter().enumerate() {
             let result = if index >= MAX_INPUTS_PER_TICK {
@@ -204,12 +192,7 @@ impl Region {
             out.changes.push(if e.body_gen == self.generation {
                 EntityChange::Full(e.clone())
             } else {
-                EntityChange::Motion {
-                    id,
-                    pos: e.pos,
-                    rot: e.rot,
-                    vel: e.vel,
-                }
+                EntityChange::Motion { id, pos: e.pos, rot: e.rot, vel: e.vel }
             });
         }
         out.interval_us = self.interval_us();
@@ -223,12 +206,7 @@ impl Region {
         out: &mut TickOutput,
     ) -> Result<(), InputError> {
         match input {
-            Input::AddAvatar {
-                id,
-                name,
-                owner,
-                pos,
-            } => {
+            Input::AddAvatar { id, name, owner, pos } => {
                 validate_name(&name).map_err(invalid)?;
                 if self.entities.contains_key(&id) {
                     return Err(InputError::AlreadyPresent(id));
@@ -269,9 +247,7 @@ impl Region {
             }
             Input::Controls { id, controls } => {
                 let e = self.avatar_mut(id)?;
-                let Kind::Avatar(a) = &mut e.kind else {
-                    unreachable!()
-                };
+                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
                 let controls = controls.clamped();
                 if a.controls != controls {
                     a.controls = controls;
@@ -281,18 +257,14 @@ impl Region {
             Input::Sit { avatar, object } => {
                 self.object(object)?;
                 let e = self.avatar_mut(avatar)?;
-                let Kind::Avatar(a) = &mut e.kind else {
-                    unreachable!()
-                };
+                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
                 a.seat = Some(object);
                 e.vel = Vec3::ZERO;
                 stamp.body(e);
             }
             Input::Stand { avatar } => {
                 let e = self.avatar_mut(avatar)?;
-                let Kind::Avatar(a) = &mut e.kind else {
-                    unreachable!()
-                };
+                let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
                 if a.seat.take().is_some() {
                     a.grounded = false;
                     stamp.body(e);
@@ -320,9 +292,7 @@ impl Region {
             }
             Input::Link { root, child } => self.link(root, child, stamp)?,
             Input::Unlink { child } => {
-                let pos = self
-                    .world_pos(child)
-                    .ok_or(InputError::UnknownEntity(child))?;
+                let pos = self.world_pos(child).ok_or(InputError::UnknownEntity(child))?;
                 let e = self.object_mut(child)?;
                 let Some(root) = e.parent else {
                     return Err(InputError::LinkRefused(format!("{child} is not linked")));
@@ -334,12 +304,7 @@ impl Region {
                 e.rot = root_rot * e.rot;
                 stamp.body(e);
             }
-            Input::EditTerrain {
-                x,
-                y,
-                radius,
-                delta,
-            } => {
+            Input::EditTerrain { x, y, radius, delta } => {
                 if !(x.is_finite() && y.is_finite() && radius.is_finite() && delta.is_finite()) {
                     return Err(invalid("terrain edit is not a number"));
                 }
@@ -362,11 +327,7 @@ impl Region {
         Ok(())
     }
 
-    fn create_object(
-        &mut self,
-        spec: ObjectSpec,
-        stamp: &mut Stamp,
-    ) -> Result<EntityId, InputError> {
+    fn create_object(&mut self, spec: ObjectSpec, stamp: &mut Stamp) -> Result<EntityId, InputError> {
         validate_name(&spec.name).map_err(invalid)?;
         validate_text(&spec.text).map_err(invalid)?;
         validate_scale(spec.scale).map_err(invalid)?;
@@ -374,9 +335,8 @@ impl Region {
         let rot = finite_rot(spec.rot)?;
         let vel = clamp_speed(finite(spec.vel)?);
         self.ensure_room()?;
-        let id = EntityId(
-            u64::from(self.id.x) << 48 | u64::from(self.id.y) << 32 | u64::from(self.next_serial),
-        );
+        let id =
+            EntityId(u64::from(self.id.x) << 48 | u64::from(self.id.y) << 32 | u64::from(self.next_serial));
         if self.entities.contains_key(&id) {
             // An object with this id came back across a border: skip its serial.
             self.next_serial = self.next_serial.wrapping_add(1);
@@ -386,9 +346,7 @@ impl Region {
         let ground = self.terrain.height_at(pos.x, pos.y) + spec.scale.z * 0.5;
         let object = Entity {
             id,
-            kind: Kind::Object(ObjectState {
-                physical: spec.physical,
-            }),
+            kind: Kind::Object(ObjectState { physical: spec.physical }),
             pos: Vec3::new(pos.x, pos.y, pos.z.max(ground)),
             rot,
             vel,
@@ -405,12 +363,7 @@ impl Region {
         Ok(id)
     }
 
-    fn edit_object(
-        &mut self,
-        id: EntityId,
-        edit: ObjectEdit,
-        stamp: &mut Stamp,
-    ) -> Result<(), InputError> {
+    fn edit_object(&mut self, id: EntityId, edit: ObjectEdit, stamp: &mut Stamp) -> Result<(), InputError> {
         // Validate everything before changing anything: an edit applies whole or not at all.
         if let Some(n) = &edit.name {
             validate_name(n).map_err(invalid)?;
@@ -464,9 +417,7 @@ impl Region {
             e.text = t;
         }
         if let Some(p) = edit.physical {
-            let Kind::Object(o) = &mut e.kind else {
-                unreachable!()
-            };
+            let Kind::Object(o) = &mut e.kind else { unreachable!() };
             body |= o.physical != p;
             o.physical = p;
         }
@@ -478,39 +429,24 @@ impl Region {
         Ok(())
     }
 
-    fn link(
-        &mut self,
-        root: EntityId,
-        child: EntityId,
-        stamp: &mut Stamp,
-    ) -> Result<(), InputError> {
+    fn link(&mut self, root: EntityId, child: EntityId, stamp: &mut Stamp) -> Result<(), InputError> {
         if root == child {
-            return Err(InputError::LinkRefused(
-                "an object cannot link to itself".into(),
-            ));
+            return Err(InputError::LinkRefused("an object cannot link to itself".into()));
         }
         let r = self.object(root)?;
         if r.parent.is_some() {
-            return Err(InputError::LinkRefused(format!(
-                "{root} is itself a child (MAX_LINK_DEPTH)"
-            )));
+            return Err(InputError::LinkRefused(format!("{root} is itself a child (MAX_LINK_DEPTH)")));
         }
         let (root_pos, root_rot) = (r.pos, r.rot);
         let c = self.object(child)?;
         if c.parent.is_some() {
-            return Err(InputError::LinkRefused(format!(
-                "{child} is already linked"
-            )));
+            return Err(InputError::LinkRefused(format!("{child} is already linked")));
         }
         if self.children_of(child).next().is_some() {
-            return Err(InputError::LinkRefused(format!(
-                "{child} is a linkset root (MAX_LINK_DEPTH)"
-            )));
+            return Err(InputError::LinkRefused(format!("{child} is a linkset root (MAX_LINK_DEPTH)")));
         }
         if self.children_of(root).count() >= MAX_LINKSET_CHILDREN {
-            return Err(InputError::LinkRefused(
-                "linkset has MAX_LINKSET_CHILDREN children".into(),
-            ));
+            return Err(InputError::LinkRefused("linkset has MAX_LINKSET_CHILDREN children".into()));
         }
         let inv = root_rot.inverse();
         let e = self.entities.get_mut(&child).expect("checked above");
@@ -523,10 +459,7 @@ impl Region {
     }
 
     fn children_of(&self, root: EntityId) -> impl Iterator<Item = EntityId> + '_ {
-        self.entities
-            .values()
-            .filter(move |e| e.parent == Some(root))
-            .map(|e| e.id)
+        self.entities.values().filter(move |e| e.parent == Some(root)).map(|e| e.id)
     }
 
     fn insert(&mut self, mut e: Entity, stamp: &mut Stamp) {
@@ -568,9 +501,7 @@ impl Region {
             .entities
             .values()
             .filter_map(|e| match &e.kind {
-                Kind::Avatar(AvatarState { seat: Some(s), .. })
-                    if !self.entities.contains_key(s) =>
-                {
+                Kind::Avatar(AvatarState { seat: Some(s), .. }) if !self.entities.contains_key(s) => {
                     Some(e.id)
                 }
                 _ => None,

@@ -37,12 +37,8 @@ pub struct TerrainPatch {
 impl Terrain {
     /// Hills, valleys and some flat shore around the water level, continuous across regions.
     pub fn generate(seed: u32, region: RegionId) -> Terrain {
-        let hills = Fbm::<Perlin>::new(seed)
-            .set_octaves(5)
-            .set_frequency(1.0 / 380.0);
-        let detail = Fbm::<Perlin>::new(seed.wrapping_add(1))
-            .set_octaves(3)
-            .set_frequency(1.0 / 60.0);
+        let hills = Fbm::<Perlin>::new(seed).set_octaves(5).set_frequency(1.0 / 380.0);
+        let detail = Fbm::<Perlin>::new(seed.wrapping_add(1)).set_octaves(3).set_frequency(1.0 / 60.0);
         let mut heights = Vec::with_capacity(TERRAIN_SAMPLES * TERRAIN_SAMPLES);
         let ox = f64::from(region.x) * f64::from(REGION_SIZE);
         let oy = f64::from(region.y) * f64::from(REGION_SIZE);
@@ -134,30 +130,20 @@ impl Terrain {
             if gen <= base {
                 continue;
             }
-            let (pi, pj) = (
-                index % TERRAIN_PATCHES_PER_SIDE,
-                index / TERRAIN_PATCHES_PER_SIDE,
-            );
+            let (pi, pj) = (index % TERRAIN_PATCHES_PER_SIDE, index / TERRAIN_PATCHES_PER_SIDE);
             let mut heights = Vec::with_capacity(TERRAIN_PATCH * TERRAIN_PATCH);
             for j in 0..TERRAIN_PATCH {
                 let row = (pj * TERRAIN_PATCH + j) * TERRAIN_SAMPLES + pi * TERRAIN_PATCH;
                 heights.extend_from_slice(&self.heights[row..row + TERRAIN_PATCH]);
             }
-            out.push(TerrainPatch {
-                index: index as u16,
-                gen,
-                heights,
-            });
+            out.push(TerrainPatch { index: index as u16, gen, heights });
         }
         out
     }
 
     pub(crate) fn apply_patch(&mut self, patch: &TerrainPatch) {
         let index = usize::from(patch.index);
-        let (pi, pj) = (
-            index % TERRAIN_PATCHES_PER_SIDE,
-            index / TERRAIN_PATCHES_PER_SIDE,
-        );
+        let (pi, pj) = (index % TERRAIN_PATCHES_PER_SIDE, index / TERRAIN_PATCHES_PER_SIDE);
         for j in 0..TERRAIN_PATCH {
             let row = (pj * TERRAIN_PATCH + j) * TERRAIN_SAMPLES + pi * TERRAIN_PATCH;
             self.heights[row..row + TERRAIN_PATCH]
@@ -200,8 +186,7 @@ impl TerrainPatch {
 }
 
 fn valid_heights(h: &[f32]) -> bool {
-    h.iter()
-        .all(|v| (TERRAIN_MIN_HEIGHT..=TERRAIN_MAX_HEIGHT).contains(v))
+    h.iter().all(|v| (TERRAIN_MIN_HEIGHT..=TERRAIN_MAX_HEIGHT).contains(v))
 }
 
 /// Heights travel as raw little-endian bytes: one copy instead of 65,536 serializer calls.
@@ -228,9 +213,7 @@ mod f32_bytes {
                 if b.len() % 4 != 0 {
                     return Err(E::custom("f32 byte length is not a multiple of 4"));
                 }
-                Ok(b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect())
+                Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
             }
         }
         d.deserialize_bytes(V)

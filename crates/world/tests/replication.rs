@@ -12,12 +12,7 @@ const TICK_US: u64 = 22_222;
 
 fn base_region() -> Region {
     static TERRAIN: OnceLock<Terrain> = OnceLock::new();
-    Region::with_terrain(
-        REGION,
-        TERRAIN
-            .get_or_init(|| Terrain::generate(42, REGION))
-            .clone(),
-    )
+    Region::with_terrain(REGION, TERRAIN.get_or_init(|| Terrain::generate(42, REGION)).clone())
 }
 
 fn avatar(k: u8) -> EntityId {
@@ -46,38 +41,13 @@ fn input() -> impl Strategy<Value = Input> {
             pos
         }),
         any::<u8>().prop_map(|k| Input::RemoveAvatar { id: avatar(k) }),
-        (
-            any::<u8>(),
-            -1i8..=1,
-            -1i8..=1,
-            -1i8..=1,
-            -1i8..=1,
-            any::<bool>(),
-            any::<bool>(),
-            any::<bool>()
-        )
-            .prop_map(
-                |(k, forward, strafe, turn, up, jump, fly, run)| Input::Controls {
-                    id: avatar(k),
-                    controls: Controls {
-                        forward,
-                        strafe,
-                        turn,
-                        up,
-                        jump,
-                        fly,
-                        run
-                    },
-                }
-            ),
-        (
-            any::<u64>(),
-            position(),
-            vec3(8.0),
-            any::<bool>(),
-            0.1f32..4.0
-        )
-            .prop_map(|(tag, pos, vel, physical, s)| {
+        (any::<u8>(), -1i8..=1, -1i8..=1, -1i8..=1, -1i8..=1, any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(k, forward, strafe, turn, up, jump, fly, run)| Input::Controls {
+                id: avatar(k),
+                controls: Controls { forward, strafe, turn, up, jump, fly, run },
+            }),
+        (any::<u64>(), position(), vec3(8.0), any::<bool>(), 0.1f32..4.0).prop_map(
+            |(tag, pos, vel, physical, s)| {
                 Input::CreateObject {
                     tag,
                     spec: ObjectSpec {
@@ -89,7 +59,8 @@ fn input() -> impl Strategy<Value = Input> {
                         ..Default::default()
                     },
                 }
-            }),
+            }
+        ),
         (
             any::<u8>(),
             proptest::option::of(position()),
@@ -107,33 +78,18 @@ fn input() -> impl Strategy<Value = Input> {
                 },
             }),
         any::<u8>().prop_map(|k| Input::DeleteObject { id: object(k) }),
-        (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Input::Link {
-            root: object(a),
-            child: object(b)
-        }),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Input::Link { root: object(a), child: object(b) }),
         any::<u8>().prop_map(|k| Input::Unlink { child: object(k) }),
-        (any::<u8>(), any::<u8>()).prop_map(|(a, o)| Input::Sit {
-            avatar: avatar(a),
-            object: object(o)
-        }),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, o)| Input::Sit { avatar: avatar(a), object: object(o) }),
         any::<u8>().prop_map(|k| Input::Stand { avatar: avatar(k) }),
-        (0.0f32..256.0, 0.0f32..256.0, 1.0f32..20.0, -5.0f32..5.0).prop_map(
-            |(x, y, radius, delta)| Input::EditTerrain {
-                x,
-                y,
-                radius,
-                delta
-            }
-        ),
+        (0.0f32..256.0, 0.0f32..256.0, 1.0f32..20.0, -5.0f32..5.0)
+            .prop_map(|(x, y, radius, delta)| Input::EditTerrain { x, y, radius, delta }),
     ]
 }
 
 /// A run: ticks of inputs, each tick with its own time step (late ticks included).
 fn run() -> impl Strategy<Value = Vec<(u64, Vec<Input>)>> {
-    proptest::collection::vec(
-        (1u64..3 * TICK_US, proptest::collection::vec(input(), 0..6)),
-        1..40,
-    )
+    proptest::collection::vec((1u64..3 * TICK_US, proptest::collection::vec(input(), 0..6)), 1..40)
 }
 
 fn assert_same(a: &Region, b: &Region) {
