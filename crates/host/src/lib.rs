@@ -1,1 +1,348 @@
+//! The region host: ticks many regions at once on a pool of threads sized to its cores.
+//!
+//! Each region ticks on its own schedule (45 Hz with avatars, 5 Hz without); the workers pick
+//! whichever region is due next. Inputs reach a region through a bounded queue and are applied
+//! at its next tick. The control API (`api`) and metrics sit on top.
 
+pub mod api;
+pub mod metrics;
+pub mod stats;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use world::limits::MAX_INPUTS_PER_TICK;
+use world::{Input, Region, RegionId, TickOutput};
+
+use stats::{RegionStats, TickStats};
+
+/// Most inputs waiting for one region; beyond it `send` refuses (the caller slows down).
+pub const MAX_QUEUED_INPUTS: usize = 16 * MAX_INPUTS_PER_TICK;
+/// Most regions one host runs.
+pub const MAX_REGIONS_PER_HOST: usize = 4096;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostError {
+    #[error("region {0} is not on this host")]
+    UnknownRegion(RegionId),
+    #[error("region {0} is already on this host")]
+    AlreadyLoaded(RegionId),
+    #[error("region {0} has MAX_QUEUED_INPUTS inputs waiting; try again after its next tick")]
+    QueueFull(RegionId),
+    #[error("this host already runs MAX_REGIONS_PER_HOST regions")]
+    Full,
+}
+
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Worker threads that tick regions.
+    pub cores: usize,
+    /// Terrain seed for regions loaded without one.
+    pub seed: u32,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig { cores: std::thread::available_parallelism().map_or(2, |n| n.get()), seed: 1 }
+    }
+}
+
+/// Receives every tick's output of a region (for streaming to gateways, neighbours, tests).
+pub type TickObserver = Box<dyn Fn(RegionId, &TickOutput) + Send + Sync>;
+
+struct RegionSlot {
+    region: Mutex<Region>,
+    inputs: Mutex<VecDeque<Input>>,
+    stats: Mutex<TickStats>,
+    /// Simulated time = host time + offset, so a region's clock continues where it stopped.
+    offset_us: i64,
+    /// Distinguishes this load from an earlier one of the same region in the schedule.
+    incarnation: u64,
+    metrics: RegionMetrics,
+}
+
+struct RegionMetrics {
+    tick_seconds: ::metrics::Histogram,
+    ticks: ::metrics::Counter,
+    overruns: ::metrics::Counter,
+    entities: ::metrics::Gauge,
+    avatars: ::metrics::Gauge,
+}
+
+impl RegionMetrics {
+    fn new(id: RegionId) -> RegionMetrics {
+        let r = id.to_string();
+        RegionMetrics {
+            tick_seconds: ::metrics::histogram!("terrane_region_tick_seconds", "region" => r.clone()),
+            ticks: ::metrics::counter!("terrane_region_ticks_total", "region" => r.clone()),
+            overruns: ::metrics::counter!("terrane_region_tick_overruns_total", "region" => r.clone()),
+            entities: ::metrics::gauge!("terrane_region_entities", "region" => r.clone()),
+            avatars: ::metrics::gauge!("terrane_region_avatars", "region" => r),
+        }
+    }
+}
+
+/// When a region is due: ordered by time first.
+type Due = Reverse<(u64, RegionId, u64)>;
+
+struct Shared {
+    config: HostConfig,
+    epoch: Instant,
+    regions: RwLock<HashMap<RegionId, Arc<RegionSlot>>>,
+    schedule: Mutex<BinaryHeap<Due>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    next_incarnation: Mutex<u64>,
+    observers: RwLock<Vec<TickObserver>>,
+}
+
+/// A running host. Cloning shares it; [`Host::shutdown`] stops its workers.
+#[derive(Clone)]
+pub struct Host {
+    shared: Arc<Shared>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Host {
+    pub fn start(config: HostConfig) -> Host {
+        let cores = config.cores.max(1);
+        let shared = Arc::new(Shared {
+            config,
+            epoch: Instant::now(),
+            regions: RwLock::new(HashMap::new()),
+            schedule: Mutex::new(BinaryHeap::new()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            next_incarnation: Mutex::new(0),
+            observers: RwLock::new(Vec::new()),
+        });
+        let workers = (0..cores)
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("tick-{i}"))
+                    .spawn(move || worker(&shared))
+                    .expect("spawning a tick worker")
+            })
+            .collect();
+        tracing::info!(cores, "host started");
+        Host { shared, workers: Arc::new(Mutex::new(workers)) }
+    }
+
+    pub fn cores(&self) -> usize {
+        self.shared.config.cores.max(1)
+    }
+
+    /// Microseconds since this host started: its clock for scheduling.
+    fn now_us(&self) -> u64 {
+        self.shared.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Loads a new region with generated terrain (the host's seed unless given).
+    pub fn load_new(&self, id: RegionId, seed: Option<u32>) -> Result<(), HostError> {
+        self.load(Region::new(id, seed.unwrap_or(self.shared.config.seed)))
+    }
+
+    /// Starts ticking a region; its simulated clock continues from its last tick.
+    pub fn load(&self, region: Region) -> Result<(), HostError> {
+        let id = region.id();
+        let mut regions = self.shared.regions.write();
+        if regions.contains_key(&id) {
+            return Err(HostError::AlreadyLoaded(id));
+        }
+        if regions.len() >= MAX_REGIONS_PER_HOST {
+            return Err(HostError::Full);
+        }
+        let now = self.now_us();
+        let incarnation = {
+            let mut n = self.shared.next_incarnation.lock();
+            *n += 1;
+            *n
+        };
+        let slot = RegionSlot {
+            offset_us: region.now_us() as i64 - now as i64,
+            region: Mutex::new(region),
+            inputs: Mutex::new(VecDeque::new()),
+            stats: Mutex::new(TickStats::default()),
+            incarnation,
+            metrics: RegionMetrics::new(id),
+        };
+        regions.insert(id, Arc::new(slot));
+        drop(regions);
+        self.shared.schedule.lock().push(Reverse((now, id, incarnation)));
+        self.shared.wake.notify_one();
+        tracing::info!(region = %id, "region loaded");
+        Ok(())
+    }
+
+    /// Stops ticking a region and hands back its state at a tick boundary.
+    pub fn unload(&self, id: RegionId) -> Result<Region, HostError> {
+        let slot = self.shared.regions.write().remove(&id).ok_or(HostError::UnknownRegion(id))?;
+        // A worker may be inside this region's tick: taking the lock waits for it to finish.
+        let region = slot.region.lock().clone();
+        slot.metrics.entities.set(0.0);
+        slot.metrics.avatars.set(0.0);
+        tracing::info!(region = %id, "region unloaded");
+        Ok(region)
+    }
+
+    /// Queues an input for the region's next tick.
+    pub fn send(&self, id: RegionId, input: Input) -> Result<(), HostError> {
+        let slot = self.slot(id)?;
+        let mut q = slot.inputs.lock();
+        if q.len() >= MAX_QUEUED_INPUTS {
+            return Err(HostError::QueueFull(id));
+        }
+        q.push_back(input);
+        Ok(())
+    }
+
+    /// Runs `f` on the region's state between ticks.
+    pub fn with_region<T>(&self, id: RegionId, f: impl FnOnce(&Region) -> T) -> Result<T, HostError> {
+        let slot = self.slot(id)?;
+        let region = slot.region.lock();
+        Ok(f(&region))
+    }
+
+    /// Every tick's output of every region is passed to `observer` (on the tick thread: keep it short).
+    pub fn observe(&self, observer: TickObserver) {
+        self.shared.observers.write().push(observer);
+    }
+
+    pub fn region_ids(&self) -> Vec<RegionId> {
+        let mut ids: Vec<RegionId> = self.shared.regions.read().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn stats(&self, id: RegionId) -> Result<RegionStats, HostError> {
+        let slot = self.slot(id)?;
+        let (tick, generation, rate_hz, entities, avatars, hash) = {
+            let r = slot.region.lock();
+            (r.tick_number(), r.generation(), r.rate_hz(), r.entity_count(), r.avatar_count(), r.state_hash())
+        };
+        let queued_inputs = slot.inputs.lock().len();
+        let s = slot.stats.lock();
+        let (p50, p99) = s.percentiles();
+        Ok(RegionStats {
+            region: id.to_string(),
+            tick,
+            generation,
+            rate_hz,
+            entities,
+            avatars,
+            ticks: s.ticks,
+            tick_p50_ms: f64::from(p50) / 1000.0,
+            tick_p99_ms: f64::from(p99) / 1000.0,
+            tick_max_ms: f64::from(s.max_us) / 1000.0,
+            budget_ms: 1000.0 / f64::from(rate_hz),
+            overruns: s.overruns,
+            late: s.late,
+            queued_inputs,
+            state_hash: format!("{hash:016x}"),
+        })
+    }
+
+    pub fn all_stats(&self) -> Vec<RegionStats> {
+        self.region_ids().into_iter().filter_map(|id| self.stats(id).ok()).collect()
+    }
+
+    fn slot(&self, id: RegionId) -> Result<Arc<RegionSlot>, HostError> {
+        self.shared.regions.read().get(&id).cloned().ok_or(HostError::UnknownRegion(id))
+    }
+
+    /// Stops the workers after the ticks in progress; regions stay loaded but no longer tick.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        for w in self.workers.lock().drain(..) {
+            let _ = w.join();
+        }
+        tracing::info!("host stopped");
+    }
+}
+
+/// A tick worker: repeatedly takes the region due soonest, ticks it, and puts it back.
+fn worker(shared: &Shared) {
+    loop {
+        let (due, id, incarnation) = {
+            let mut schedule = shared.schedule.lock();
+            loop {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let now = shared.epoch.elapsed().as_micros() as u64;
+                match schedule.peek() {
+                    Some(Reverse((due, _, _))) if *due <= now => {
+                        let Reverse(next) = schedule.pop().expect("peeked");
+                        break next;
+                    }
+                    Some(Reverse((due, _, _))) => {
+                        let wait = Duration::from_micros(due - now);
+                        shared.wake.wait_for(&mut schedule, wait);
+                    }
+                    None => {
+                        shared.wake.wait_for(&mut schedule, Duration::from_millis(100));
+                    }
+                }
+            }
+        };
+        // Another region may be due right away: let an idle worker take it.
+        shared.wake.notify_one();
+        let Some(slot) = shared.regions.read().get(&id).cloned() else { continue };
+        if slot.incarnation != incarnation {
+            continue; // unloaded and loaded again: the new load has its own entry
+        }
+        let next = run_tick(shared, id, &slot, due);
+        if shared.regions.read().get(&id).is_some_and(|s| s.incarnation == incarnation) {
+            shared.schedule.lock().push(Reverse((next, id, incarnation)));
+            shared.wake.notify_one();
+        }
+    }
+}
+
+/// Ticks one region and returns when it is next due.
+fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
+    let inputs: Vec<Input> = {
+        let mut q = slot.inputs.lock();
+        let n = q.len().min(MAX_INPUTS_PER_TICK);
+        q.drain(..n).collect()
+    };
+    let started = Instant::now();
+    let now = shared.epoch.elapsed().as_micros() as u64;
+    let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
+    let mut region = slot.region.lock();
+    let out = region.tick(sim_now, inputs);
+    let (entities, avatars) = (region.entity_count(), region.avatar_count());
+    drop(region);
+    for observer in shared.observers.read().iter() {
+        observer(id, &out);
+    }
+    let cost = started.elapsed();
+    let cost_us = cost.as_micros().min(u128::from(u32::MAX)) as u32;
+    let interval = out.interval_us;
+    let mut s = slot.stats.lock();
+    s.record(cost_us, interval, out.changes.len());
+    let mut next = due + interval;
+    let after = shared.epoch.elapsed().as_micros() as u64;
+    if next + interval < after {
+        // More than a whole tick behind: skip ahead rather than run a burst of catch-up ticks.
+        s.late += 1;
+        next = after;
+    }
+    drop(s);
+    let m = &slot.metrics;
+    m.tick_seconds.record(cost.as_secs_f64());
+    m.ticks.increment(1);
+    if u64::from(cost_us) > interval {
+        m.overruns.increment(1);
+    }
+    m.entities.set(entities as f64);
+    m.avatars.set(avatars as f64);
+    next
+}

@@ -1,1 +1,105 @@
-fn main(){}
+//! `terrane`: run a small grid, run a host, or measure the region core.
+
+mod bench;
+mod demo;
+mod run;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use world::RegionId;
+
+// Regions allocate and free whole tables when snapshots are built and restored; mimalloc keeps
+// that memory instead of returning it to the kernel page by page.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "terrane",
+    version,
+    about = "A seamless virtual world whose regions move between machines while they run.",
+    long_about = "A seamless virtual world whose regions move between machines while they run.\n\n\
+        `terrane run` starts a whole small grid on this machine with built-in defaults.\n\
+        `terrane host` runs one region host of a cluster. `terrane bench` measures."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a small world on this machine: a 3×3 grid with wandering avatars and moving objects,
+    /// a one-line status each second, and the control API (default http://127.0.0.1:7070).
+    Run(run::RunArgs),
+    /// Run a region host: ticks its regions on --cores threads and serves the control API.
+    Host(HostArgs),
+    /// Measure the region core and print the figures (as one JSON object with --json).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args)]
+struct HostArgs {
+    /// Address of the control API (HTTP: /regions, /metrics).
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    listen: SocketAddr,
+    /// Threads that tick regions (default: all cores).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Regions to load at start, as X,Y (more can be loaded with POST /regions/X,Y).
+    #[arg(long, num_args = 0.., value_name = "X,Y")]
+    regions: Vec<RegionId>,
+    /// Terrain seed for new regions.
+    #[arg(long, default_value_t = 1)]
+    seed: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TERRANE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Host(args) => run_host(args),
+        Command::Bench(cmd) => bench::bench(cmd),
+    }
+}
+
+fn run_host(args: HostArgs) -> anyhow::Result<()> {
+    let mut config = host::HostConfig { seed: args.seed, ..Default::default() };
+    if let Some(c) = args.cores {
+        anyhow::ensure!(c >= 1, "--cores must be at least 1");
+        config.cores = c;
+    }
+    let prometheus = host::metrics::prometheus();
+    let host = host::Host::start(config);
+    for r in &args.regions {
+        host.load_new(*r, None)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        println!("terrane host: {} cores, control API on http://{}", host.cores(), listener.local_addr()?);
+        axum::serve(listener, host::api::router(host.clone(), prometheus))
+            .with_graceful_shutdown(run::stop_signal(None))
+            .await?;
+        anyhow::Ok(())
+    })?;
+    host.shutdown();
+    Ok(())
+}
+
+/// Parses durations like `10s`, `1m30s`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write a duration like 10s, 2m or 500ms)"))
+}

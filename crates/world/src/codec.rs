@@ -107,6 +107,34 @@ fn values_in_order<S: Serializer>(m: &BTreeMap<EntityId, Entity>, s: S) -> Resul
     s.collect_seq(m.values())
 }
 
+/// Reads the entity sequence straight into the table (no intermediate vector to grow, copy
+/// and sort), refusing ids that are not strictly increasing.
+fn entities_in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<EntityId, Entity>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = BTreeMap<EntityId, Entity>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("entities in increasing id order")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            let mut last: Option<EntityId> = None;
+            while let Some(e) = seq.next_element::<Entity>()? {
+                if last.is_some_and(|l| l >= e.id) {
+                    return Err(serde::de::Error::custom("entity ids are not strictly increasing"));
+                }
+                if map.len() >= MAX_ENTITIES {
+                    return Err(serde::de::Error::custom("more than MAX_ENTITIES entities"));
+                }
+                last = Some(e.id);
+                map.insert(e.id, e);
+            }
+            Ok(map)
+        }
+    }
+    d.deserialize_seq(V)
+}
+
 /// A decoded snapshot. Same layout as [`SnapshotRef`].
 #[derive(Deserialize)]
 struct Snapshot {
@@ -116,7 +144,8 @@ struct Snapshot {
     now_us: u64,
     next_serial: u32,
     terrain: Terrain,
-    entities: Vec<Entity>,
+    #[serde(deserialize_with = "entities_in_order")]
+    entities: BTreeMap<EntityId, Entity>,
     tombstone_floor: u64,
     tombstones: Vec<(EntityId, u64)>,
 }
@@ -234,18 +263,17 @@ impl Region {
         let raw = open(PayloadKind::Snapshot, bytes)?;
         let s: Snapshot = parse(&raw)?;
         s.terrain.validate().map_err(CodecError::Invalid)?;
-        if s.entities.len() > MAX_ENTITIES || s.tombstones.len() > MAX_TOMBSTONES {
-            return Err(CodecError::Invalid("snapshot exceeds MAX_ENTITIES or MAX_TOMBSTONES"));
+        if s.tombstones.len() > MAX_TOMBSTONES {
+            return Err(CodecError::Invalid("snapshot exceeds MAX_TOMBSTONES"));
         }
-        strictly_increasing(s.entities.iter().map(|e| e.id)).map_err(CodecError::Invalid)?;
         strictly_increasing(s.tombstones.iter().map(|t| t.0)).map_err(CodecError::Invalid)?;
-        for e in &s.entities {
+        for e in s.entities.values() {
             e.validate().map_err(CodecError::Invalid)?;
             if e.gen > s.generation {
                 return Err(CodecError::Invalid("entity newer than the region"));
             }
         }
-        let entities: BTreeMap<EntityId, Entity> = s.entities.into_iter().map(|e| (e.id, e)).collect();
+        let entities = s.entities;
         check_links(&entities).map_err(CodecError::Invalid)?;
         let avatars = entities.values().filter(|e| e.is_avatar()).count();
         Ok(Region {
@@ -294,21 +322,14 @@ impl Region {
             return Err(ApplyError::BaseMismatch { base: d.base, replica: self.generation });
         }
         d.validate().map_err(ApplyError::Invalid)?;
-        let mut next = self.entities.clone();
-        for (id, _) in &d.removed {
-            next.remove(id);
-        }
-        for e in &d.entities {
-            next.insert(e.id, e.clone());
-        }
-        check_links(&next).map_err(ApplyError::Invalid)?;
-
-        self.entities = next;
+        self.check_delta_links(d).map_err(ApplyError::Invalid)?;
         for &(id, g) in &d.removed {
+            self.entities.remove(&id);
             self.tombstones.insert(id, g);
         }
         for e in &d.entities {
             self.tombstones.remove(&e.id);
+            self.entities.insert(e.id, e.clone());
         }
         for p in &d.terrain {
             self.terrain.apply_patch(p);
@@ -319,6 +340,36 @@ impl Region {
         self.now_us = d.now_us;
         self.next_serial = d.next_serial;
         self.avatars = self.entities.values().filter(|e| e.is_avatar()).count();
+        Ok(())
+    }
+
+    /// Checks that after the delta every linked entity still has a valid root, without
+    /// building the new table: entities are looked up in the delta first, then here.
+    fn check_delta_links(&self, d: &Delta) -> Result<(), &'static str> {
+        let updated =
+            |id: EntityId| d.entities.binary_search_by_key(&id, |e| e.id).ok().map(|i| &d.entities[i]);
+        let removed = |id: EntityId| d.removed.binary_search_by_key(&id, |r| r.0).is_ok();
+        let after = |id: EntityId| match updated(id) {
+            Some(e) => Some(e),
+            None if removed(id) => None,
+            None => self.entities.get(&id),
+        };
+        let valid_root = |p: EntityId| {
+            after(p).is_some_and(|root| root.parent.is_none() && matches!(root.kind, Kind::Object(_)))
+        };
+        for e in &d.entities {
+            if e.parent.is_some_and(|p| !valid_root(p)) {
+                return Err("linked entity without a valid root");
+            }
+        }
+        // Rows the delta leaves alone may point at a root that it removes or turns into a child.
+        if !d.removed.is_empty() || d.entities.iter().any(|e| e.parent.is_some()) {
+            for e in self.entities.values() {
+                if updated(e.id).is_none() && !removed(e.id) && e.parent.is_some_and(|p| !valid_root(p)) {
+                    return Err("linked entity without a valid root");
+                }
+            }
+        }
         Ok(())
     }
 

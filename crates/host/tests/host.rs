@@ -1,0 +1,85 @@
+//! The host ticks many regions on its own schedule and answers its control API.
+
+use std::time::{Duration, Instant};
+
+use host::{Host, HostConfig, HostError, MAX_QUEUED_INPUTS};
+use world::{EntityId, Input, RegionId};
+
+/// Polls `f` until it holds, for at most ten seconds (a bound, not a speed expectation).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn avatar(id: u64) -> Input {
+    Input::AddAvatar { id: EntityId(id), name: "a".into(), owner: 0, pos: None }
+}
+
+#[test]
+fn inputs_reach_the_region_at_its_next_tick() {
+    let host = Host::start(HostConfig { cores: 2, seed: 3 });
+    let r = RegionId::new(0, 0);
+    host.load_new(r, None).unwrap();
+    host.send(r, avatar(1)).unwrap();
+    eventually("the avatar is in", || host.stats(r).unwrap().avatars == 1);
+    host.shutdown();
+}
+
+#[test]
+fn a_region_with_avatars_ticks_faster_than_an_empty_one() {
+    let host = Host::start(HostConfig { cores: 2, seed: 3 });
+    let (busy, empty) = (RegionId::new(0, 0), RegionId::new(1, 0));
+    host.load_new(busy, None).unwrap();
+    host.load_new(empty, None).unwrap();
+    host.send(busy, avatar(1)).unwrap();
+    eventually("the busy region ticked 90 times", || host.stats(busy).unwrap().ticks >= 90);
+    let (b, e) = (host.stats(busy).unwrap(), host.stats(empty).unwrap());
+    assert_eq!((b.rate_hz, e.rate_hz), (45, 5));
+    assert!(e.ticks * 3 < b.ticks, "empty region ticked {} times, busy {}", e.ticks, b.ticks);
+    host.shutdown();
+}
+
+#[test]
+fn unloading_hands_back_the_state_and_the_region_is_gone() {
+    let host = Host::start(HostConfig { cores: 1, seed: 3 });
+    let r = RegionId::new(4, 4);
+    host.load_new(r, None).unwrap();
+    assert_eq!(host.load_new(r, None), Err(HostError::AlreadyLoaded(r)));
+    host.send(r, avatar(7)).unwrap();
+    eventually("the avatar is in", || host.stats(r).unwrap().avatars == 1);
+    let region = host.unload(r).unwrap();
+    assert!(region.entity(EntityId(7)).is_some());
+    assert_eq!(host.stats(r), Err(HostError::UnknownRegion(r)));
+    assert_eq!(host.send(r, avatar(8)), Err(HostError::UnknownRegion(r)));
+    // Loaded again from that state, it carries on from the same tick.
+    let tick = region.tick_number();
+    host.load(region).unwrap();
+    eventually("it ticks again", || host.stats(r).unwrap().tick > tick);
+    host.shutdown();
+}
+
+#[test]
+fn a_full_input_queue_refuses_instead_of_growing() {
+    let host = Host::start(HostConfig { cores: 1, seed: 3 });
+    host.shutdown(); // no worker drains the queue
+    let r = RegionId::new(0, 0);
+    host.load_new(r, None).unwrap();
+    for i in 0..MAX_QUEUED_INPUTS {
+        host.send(r, avatar(i as u64)).unwrap();
+    }
+    assert_eq!(host.send(r, avatar(u64::MAX)), Err(HostError::QueueFull(r)));
+}
+
+#[test]
+fn many_regions_tick_on_a_small_pool() {
+    let host = Host::start(HostConfig { cores: 2, seed: 3 });
+    let ids: Vec<RegionId> = (0..30).map(|i| RegionId::new(i, 0)).collect();
+    for &r in &ids {
+        host.load_new(r, None).unwrap();
+    }
+    eventually("every region ticked", || ids.iter().all(|&r| host.stats(r).unwrap().ticks >= 3));
+    host.shutdown();
+}

@@ -1,0 +1,73 @@
+//! The `terrane` command as a person runs it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn terrane() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_terrane"))
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn run_for_a_while_shows_nine_regions_ticking_serves_metrics_and_exits_cleanly() {
+    let mut child = terrane()
+        .args(["run", "--for", "3s", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let status = lines.next().unwrap().unwrap();
+    assert!(status.contains("regions 9 (9 ticking)"), "{status}");
+    let metrics = http_get(&addr, "/metrics");
+    assert!(metrics.contains("terrane_region_tick_seconds{region=\"2,2\",quantile=\"0.99\"}"), "{metrics}");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(rest.last().map(String::as_str), Some("terrane: stopped cleanly"), "{rest:?}");
+}
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = terrane().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_tick_prints_one_json_object_with_the_tick_costs() {
+    let v = bench_json(&["bench", "tick", "--avatars", "10", "--objects", "200", "--ticks", "20", "--json"]);
+    for key in ["tick_p50_ms", "tick_p99_ms", "ticks_per_s"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+}
+
+#[test]
+fn bench_snapshot_prints_sizes_speeds_and_a_matching_hash() {
+    let v = bench_json(&["bench", "snapshot", "--objects", "300", "--churn", "5", "--repeat", "2", "--json"]);
+    for key in ["snapshot_bytes", "encode_mb_per_s", "decode_mb_per_s", "delta_bytes_per_tick"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert_eq!(v["hash_match"], true);
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let out = terrane().args(["run", "--for", "soon"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10s"));
+    let out = terrane().args(["bench", "snapshot", "--churn", "300"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("percentage"));
+    let out = terrane().args(["host", "--regions", "a,b"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("X,Y"));
+}
