@@ -1,0 +1,1 @@
+//! User scripts (in progress).
