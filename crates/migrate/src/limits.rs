@@ -1,0 +1,31 @@
+//! Limits and defaults of the migration protocol, named in one place.
+
+/// Largest piece of a round's payload in one message.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+/// Most chunks in one round (a round is at most `world::limits::MAX_ENCODED_BYTES`).
+pub const MAX_CHUNKS_PER_ROUND: u32 = (world::limits::MAX_ENCODED_BYTES / MAX_CHUNK_BYTES) as u32;
+/// Largest encoded protocol message (a chunk plus its header).
+pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 4096;
+/// Longest abort reason carried in a message.
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// A message not acknowledged within this is sent again (microseconds).
+pub const RETRANSMIT_US: u64 = 200_000;
+/// Before the freeze: no progress for this long and the side that notices gives up.
+pub const STALL_TIMEOUT_US: u64 = 3_000_000;
+/// Frozen and the final round not acknowledged within this: the source aborts and resumes.
+/// Bounds how long a failed migration can keep a region dark.
+pub const FREEZE_TIMEOUT_US: u64 = 1_000_000;
+/// Client inputs held while frozen; beyond this the host refuses inputs until the outcome.
+pub const MAX_BUFFERED_INPUTS: usize = 16_384;
+/// How long a committed source keeps re-sending `Commit` without an acknowledgement.
+pub const COMMIT_RESEND_LIMIT: u32 = 50;
+
+/// Defaults of the convergence policy (Xen / QEMU-like).
+pub const DEFAULT_FREEZE_BUDGET_US: u64 = 1_000_000 / world::limits::ACTIVE_TICK_HZ as u64;
+pub const DEFAULT_MAX_ROUNDS: u32 = 30;
+pub const DEFAULT_MAX_BYTES_FACTOR: f64 = 3.0;
+/// Assumed link speed until the first large round has been measured (bytes per second).
+pub const DEFAULT_ASSUMED_BANDWIDTH: f64 = 100e6;
+/// Hard cap of a forced freeze: five ticks.
+pub const DEFAULT_FORCED_FREEZE_CAP_US: u64 = 5 * DEFAULT_FREEZE_BUDGET_US;

@@ -1,0 +1,520 @@
+//! The source side of a live migration: pre-copy rounds, the convergence decision, the
+//! freeze, and the commit by compare-and-swap of the region's epoch.
+//!
+//! The source stays the owner until the directory's epoch is bumped (the one commit point):
+//! anything that goes wrong before then ends in an abort after which the source simply ticks
+//! on. It never resumes after asking for the compare-and-swap unless the directory says no.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use world::{Input, Region, RegionId};
+
+use crate::limits::*;
+use crate::msg::{chunks, reason, Freeze, MigrationId, Msg, Outcome, Payload};
+
+/// When a round's remainder is small enough to freeze, and what to do when it never is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Policy {
+    /// Freeze when the next round is estimated to take at most this long (microseconds).
+    pub freeze_budget_us: u64,
+    /// Most pre-copy rounds before giving up on converging.
+    pub max_rounds: u32,
+    /// Most bytes sent in all rounds, as a multiple of the first (full) round.
+    pub max_bytes_factor: f64,
+    pub on_no_convergence: NoConvergence,
+    /// Link speed assumed until measured (bytes per second).
+    pub assumed_bandwidth: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum NoConvergence {
+    /// Freeze anyway if the remainder fits within `cap_us`; abort otherwise.
+    FreezeAnyway {
+        cap_us: u64,
+    },
+    Abort,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            freeze_budget_us: DEFAULT_FREEZE_BUDGET_US,
+            max_rounds: DEFAULT_MAX_ROUNDS,
+            max_bytes_factor: DEFAULT_MAX_BYTES_FACTOR,
+            on_no_convergence: NoConvergence::FreezeAnyway { cap_us: DEFAULT_FORCED_FREEZE_CAP_US },
+            assumed_bandwidth: DEFAULT_ASSUMED_BANDWIDTH,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    Preparing,
+    Copying,
+    Frozen,
+    AwaitingCas,
+    Committed,
+    Aborted,
+    /// The directory's epoch moved on under us: the region belongs to someone else.
+    Fenced,
+}
+
+/// What a finished (or running) migration measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub id: MigrationId,
+    pub region: RegionId,
+    pub phase: Phase,
+    pub abort_reason: Option<String>,
+    pub rounds: u32,
+    pub bytes_per_round: Vec<u64>,
+    pub total_bytes: u64,
+    /// The policy froze although the remainder did not fit the freeze budget.
+    pub forced_freeze: bool,
+    /// Estimated duration of the final round when the source froze.
+    pub estimated_final_us: u64,
+    pub started_us: u64,
+    pub freeze_started_us: Option<u64>,
+    pub finished_us: Option<u64>,
+}
+
+impl Report {
+    /// Source-side freeze: from the last source tick to the commit (or the abort).
+    pub fn freeze_us(&self) -> Option<u64> {
+        Some(self.finished_us?.saturating_sub(self.freeze_started_us?))
+    }
+    pub fn total_us(&self) -> Option<u64> {
+        Some(self.finished_us?.saturating_sub(self.started_us))
+    }
+}
+
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Bump the region's epoch from `from` to `to`, naming the target as owner, by
+    /// compare-and-swap; report the result with [`Source::handle_cas_result`].
+    CasEpoch { region: RegionId, from: u64, to: u64 },
+    /// The target owns the region now. Forward these inputs to it; drop the local copy.
+    Committed { report: Report, buffered: Vec<Input> },
+    /// The migration failed before the commit: the source still owns the region and ticks on.
+    /// Apply these inputs at its next tick.
+    Aborted { report: Report, buffered: Vec<Input> },
+    /// The epoch had moved on: someone else owns the region. Stop acting for it.
+    Fenced { report: Report },
+}
+
+struct InFlight {
+    round: u32,
+    msgs: Vec<Msg>,
+    sent_at: u64,
+    last_sent: u64,
+    bytes: u64,
+    generation: u64,
+    is_final: bool,
+}
+
+pub struct Source {
+    id: MigrationId,
+    region: RegionId,
+    epoch: u64,
+    policy: Policy,
+    phase: Phase,
+    started_at: u64,
+    last_progress: u64,
+    last_prepare: u64,
+    next_round: u32,
+    in_flight: Option<InFlight>,
+    acked_generation: Option<u64>,
+    first_round_bytes: u64,
+    latency_us: Option<u64>,
+    bandwidth: f64,
+    bytes_per_round: Vec<u64>,
+    total_bytes: u64,
+    forced: bool,
+    estimated_final_us: u64,
+    freeze_started: Option<u64>,
+    final_hash: u64,
+    finished_at: Option<u64>,
+    abort_reason: Option<String>,
+    commit_resends: u32,
+    commit_acked: bool,
+    last_commit_sent: u64,
+    buffered: Vec<Input>,
+    outbox: VecDeque<Msg>,
+    events: VecDeque<SourceEvent>,
+}
+
+/// Rounds at least this large measure the link's bandwidth; smaller ones only its latency.
+const BANDWIDTH_SAMPLE_BYTES: u64 = 64 * 1024;
+
+impl Source {
+    /// Starts migrating `region` (owned at `epoch`): asks the target to prepare.
+    pub fn start(id: MigrationId, region: RegionId, epoch: u64, policy: Policy, now: u64) -> Source {
+        let mut s = Source {
+            id,
+            region,
+            epoch,
+            bandwidth: policy.assumed_bandwidth.max(1.0),
+            policy,
+            phase: Phase::Preparing,
+            started_at: now,
+            last_progress: now,
+            last_prepare: now,
+            next_round: 0,
+            in_flight: None,
+            acked_generation: None,
+            first_round_bytes: 0,
+            latency_us: None,
+            bytes_per_round: Vec::new(),
+            total_bytes: 0,
+            forced: false,
+            estimated_final_us: 0,
+            freeze_started: None,
+            final_hash: 0,
+            finished_at: None,
+            abort_reason: None,
+            commit_resends: 0,
+            commit_acked: false,
+            last_commit_sent: 0,
+            buffered: Vec::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        s.outbox.push_back(Msg::Prepare { id, region, epoch });
+        s
+    }
+
+    pub fn id(&self) -> MigrationId {
+        self.id
+    }
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    /// Whether the host may tick the region: not while frozen, and never after the commit.
+    pub fn should_tick(&self) -> bool {
+        matches!(self.phase, Phase::Preparing | Phase::Copying | Phase::Aborted)
+    }
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Committed | Phase::Aborted | Phase::Fenced)
+    }
+
+    pub fn report(&self) -> Report {
+        Report {
+            id: self.id,
+            region: self.region,
+            phase: self.phase,
+            abort_reason: self.abort_reason.clone(),
+            rounds: self.bytes_per_round.len() as u32,
+            bytes_per_round: self.bytes_per_round.clone(),
+            total_bytes: self.total_bytes,
+            forced_freeze: self.forced,
+            estimated_final_us: self.estimated_final_us,
+            started_us: self.started_at,
+            freeze_started_us: self.freeze_started,
+            finished_us: self.finished_at,
+        }
+    }
+
+    /// Holds a client input that arrived while frozen. Gives it back when not frozen (apply it
+    /// as usual) or when the buffer is full (refuse it: the client retries).
+    pub fn buffer_input(&mut self, input: Input) -> Result<(), Input> {
+        if matches!(self.phase, Phase::Frozen | Phase::AwaitingCas)
+            && self.buffered.len() < MAX_BUFFERED_INPUTS
+        {
+            self.buffered.push(input);
+            Ok(())
+        } else {
+            Err(input)
+        }
+    }
+
+    pub fn handle_msg(&mut self, now: u64, msg: Msg) {
+        if msg.id() != self.id {
+            return;
+        }
+        match msg {
+            Msg::Prepared { .. } if self.phase == Phase::Preparing => {
+                self.phase = Phase::Copying;
+                self.last_progress = now;
+            }
+            Msg::RoundAck { round, generation, .. } if self.phase == Phase::Copying => {
+                let Some(f) = &self.in_flight else { return };
+                if f.round != round || f.is_final {
+                    return;
+                }
+                if f.generation != generation {
+                    return self.abort(
+                        now,
+                        format!("target acknowledged generation {generation}, sent {}", f.generation),
+                    );
+                }
+                self.measure(now);
+                self.acked_generation = Some(generation);
+                self.in_flight = None;
+                self.last_progress = now;
+            }
+            Msg::FreezeAck { round, state_hash, ok, .. } if self.phase == Phase::Frozen => {
+                let Some(f) = &self.in_flight else { return };
+                if f.round != round || !f.is_final {
+                    return;
+                }
+                if !ok || state_hash != self.final_hash {
+                    return self.abort(
+                        now,
+                        format!(
+                            "state hash mismatch at handover: target {state_hash:016x}, source {:016x}",
+                            self.final_hash
+                        ),
+                    );
+                }
+                self.measure(now);
+                self.in_flight = None;
+                self.phase = Phase::AwaitingCas;
+                self.events.push_back(SourceEvent::CasEpoch {
+                    region: self.region,
+                    from: self.epoch,
+                    to: self.epoch + 1,
+                });
+            }
+            Msg::Refuse { reason, .. }
+                if matches!(self.phase, Phase::Preparing | Phase::Copying | Phase::Frozen) =>
+            {
+                self.abort(now, format!("target refused: {reason}"));
+            }
+            Msg::CommitAck { .. } => self.commit_acked = true,
+            Msg::StatusQuery { .. } => {
+                let outcome = match self.phase {
+                    Phase::Committed => Outcome::Committed,
+                    Phase::Aborted | Phase::Fenced => Outcome::Aborted,
+                    _ => Outcome::Pending,
+                };
+                self.outbox.push_back(Msg::Status { id: self.id, outcome });
+            }
+            _ => {}
+        }
+    }
+
+    /// Called whenever the region is between ticks (after each tick, and after handling
+    /// messages): sends the next round, or freezes when the remainder fits the budget.
+    pub fn on_tick_boundary(&mut self, now: u64, region: &Region) {
+        if self.phase != Phase::Copying || self.in_flight.is_some() {
+            return;
+        }
+        debug_assert_eq!(region.id(), self.region);
+        let Some(acked) = self.acked_generation else {
+            let bytes = region.snapshot();
+            self.first_round_bytes = bytes.len() as u64;
+            return self.send_round(now, Payload::Snapshot, bytes, region.generation(), None);
+        };
+        if region.generation() == acked && self.estimate_us(0) > self.policy.freeze_budget_us {
+            return; // nothing new since the last round: wait for the next tick
+        }
+        // Tombstones pruned since the last round: only a snapshot can catch the target up.
+        let (payload, bytes) = match region.delta_since(acked) {
+            Ok(d) => (Payload::Delta, d.encode()),
+            Err(_) => (Payload::Snapshot, region.snapshot()),
+        };
+        let estimate = self.estimate_us(bytes.len() as u64);
+        let sent_rounds = self.bytes_per_round.len() as u32;
+        let budget_bytes = (self.first_round_bytes as f64 * self.policy.max_bytes_factor) as u64;
+        if estimate <= self.policy.freeze_budget_us {
+            self.freeze(now, region, payload, bytes, estimate, false);
+        } else if sent_rounds >= self.policy.max_rounds
+            || self.total_bytes + bytes.len() as u64 > budget_bytes
+        {
+            match self.policy.on_no_convergence {
+                NoConvergence::FreezeAnyway { cap_us } if estimate <= cap_us => {
+                    self.freeze(now, region, payload, bytes, estimate, true)
+                }
+                _ => self.abort(
+                    now,
+                    format!(
+                        "did not converge: {sent_rounds} rounds and {} bytes sent; the remaining {} bytes \
+                         need about {} µs, over the freeze budget of {} µs",
+                        self.total_bytes,
+                        bytes.len(),
+                        estimate,
+                        self.policy.freeze_budget_us
+                    ),
+                ),
+            }
+        } else {
+            self.send_round(now, payload, bytes, region.generation(), None);
+        }
+    }
+
+    fn freeze(
+        &mut self,
+        now: u64,
+        region: &Region,
+        payload: Payload,
+        bytes: Vec<u8>,
+        estimate: u64,
+        forced: bool,
+    ) {
+        self.phase = Phase::Frozen;
+        self.forced = forced;
+        self.estimated_final_us = estimate;
+        self.freeze_started = Some(now);
+        self.final_hash = region.state_hash();
+        let freeze = Freeze { tick: region.tick_number(), state_hash: self.final_hash };
+        self.send_round(now, payload, bytes, region.generation(), Some(freeze));
+    }
+
+    fn send_round(
+        &mut self,
+        now: u64,
+        payload: Payload,
+        bytes: Vec<u8>,
+        generation: u64,
+        freeze: Option<Freeze>,
+    ) {
+        let round = self.next_round;
+        self.next_round += 1;
+        let msgs = chunks(self.id, round, payload, freeze, &bytes);
+        self.outbox.extend(msgs.iter().cloned());
+        self.bytes_per_round.push(bytes.len() as u64);
+        self.total_bytes += bytes.len() as u64;
+        self.in_flight = Some(InFlight {
+            round,
+            msgs,
+            sent_at: now,
+            last_sent: now,
+            bytes: bytes.len() as u64,
+            generation,
+            is_final: freeze.is_some(),
+        });
+    }
+
+    /// Learns the link from the round just acknowledged.
+    fn measure(&mut self, now: u64) {
+        let Some(f) = &self.in_flight else { return };
+        // A retransmitted round measures the retransmission timer, not the link.
+        if f.last_sent != f.sent_at {
+            return;
+        }
+        let elapsed = now.saturating_sub(f.sent_at).max(1);
+        self.latency_us = Some(self.latency_us.map_or(elapsed, |l| l.min(elapsed)));
+        if f.bytes >= BANDWIDTH_SAMPLE_BYTES {
+            let sample = f.bytes as f64 / (elapsed as f64 / 1e6);
+            self.bandwidth = 0.5 * self.bandwidth + 0.5 * sample;
+        }
+    }
+
+    fn estimate_us(&self, bytes: u64) -> u64 {
+        self.latency_us.unwrap_or(0) + (bytes as f64 / self.bandwidth * 1e6) as u64
+    }
+
+    /// The result of the compare-and-swap asked for by [`SourceEvent::CasEpoch`].
+    pub fn handle_cas_result(&mut self, now: u64, swapped: bool) {
+        if self.phase != Phase::AwaitingCas {
+            return;
+        }
+        self.finished_at = Some(now);
+        let buffered = std::mem::take(&mut self.buffered);
+        if swapped {
+            self.phase = Phase::Committed;
+            self.epoch += 1;
+            self.last_commit_sent = now;
+            self.outbox.push_back(Msg::Commit { id: self.id, epoch: self.epoch });
+            self.events.push_back(SourceEvent::Committed { report: self.report(), buffered });
+        } else {
+            // Someone else moved the epoch (a failover decided we were dead): we own nothing.
+            self.phase = Phase::Fenced;
+            self.abort_reason = Some("fenced: the region's epoch moved on during the freeze".into());
+            self.outbox.push_back(Msg::Abort { id: self.id, reason: reason("fenced") });
+            self.events.push_back(SourceEvent::Fenced { report: self.report() });
+        }
+    }
+
+    /// Gives up before the commit; the source keeps the region. No effect after it.
+    pub fn abort(&mut self, now: u64, why: impl Into<String>) {
+        if !matches!(self.phase, Phase::Preparing | Phase::Copying | Phase::Frozen) {
+            return;
+        }
+        let why = why.into();
+        self.phase = Phase::Aborted;
+        self.finished_at = Some(now);
+        self.in_flight = None;
+        self.outbox.push_back(Msg::Abort { id: self.id, reason: reason(why.clone()) });
+        self.abort_reason = Some(why);
+        let buffered = std::mem::take(&mut self.buffered);
+        self.events.push_back(SourceEvent::Aborted { report: self.report(), buffered });
+    }
+
+    pub fn handle_timeout(&mut self, now: u64) {
+        match self.phase {
+            Phase::Preparing => {
+                if now.saturating_sub(self.started_at) >= STALL_TIMEOUT_US {
+                    return self.abort(now, "the target did not answer Prepare");
+                }
+                if now.saturating_sub(self.last_prepare) >= RETRANSMIT_US {
+                    self.last_prepare = now;
+                    self.outbox.push_back(Msg::Prepare {
+                        id: self.id,
+                        region: self.region,
+                        epoch: self.epoch,
+                    });
+                }
+            }
+            Phase::Copying | Phase::Frozen => {
+                if self.phase == Phase::Frozen
+                    && now.saturating_sub(self.freeze_started.unwrap_or(now)) >= FREEZE_TIMEOUT_US
+                {
+                    return self.abort(now, "the final round was not acknowledged within FREEZE_TIMEOUT");
+                }
+                if now.saturating_sub(self.last_progress) >= STALL_TIMEOUT_US {
+                    return self.abort(now, "the target stopped acknowledging rounds");
+                }
+                if let Some(f) = &mut self.in_flight {
+                    if now.saturating_sub(f.last_sent) >= RETRANSMIT_US {
+                        f.last_sent = now;
+                        self.outbox.extend(f.msgs.iter().cloned());
+                    }
+                }
+            }
+            Phase::Committed => {
+                if !self.commit_acked
+                    && self.commit_resends < COMMIT_RESEND_LIMIT
+                    && now.saturating_sub(self.last_commit_sent) >= RETRANSMIT_US
+                {
+                    self.commit_resends += 1;
+                    self.last_commit_sent = now;
+                    self.outbox.push_back(Msg::Commit { id: self.id, epoch: self.epoch });
+                }
+            }
+            Phase::AwaitingCas | Phase::Aborted | Phase::Fenced => {}
+        }
+    }
+
+    /// When [`Source::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Preparing => {
+                Some((self.last_prepare + RETRANSMIT_US).min(self.started_at + STALL_TIMEOUT_US))
+            }
+            Phase::Copying | Phase::Frozen => {
+                let mut t = self.last_progress + STALL_TIMEOUT_US;
+                if let Some(f) = &self.in_flight {
+                    t = t.min(f.last_sent + RETRANSMIT_US);
+                }
+                if let Some(fs) = self.freeze_started {
+                    t = t.min(fs + FREEZE_TIMEOUT_US);
+                }
+                Some(t)
+            }
+            Phase::Committed if !self.commit_acked && self.commit_resends < COMMIT_RESEND_LIMIT => {
+                Some(self.last_commit_sent + RETRANSMIT_US)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Msg> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SourceEvent> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,155 @@
+//! The two sides driven by hand, message by message, for the cases the simulation cannot
+//! reach on its own (a replica that disagrees) and for the basic handshake.
+
+use migrate::msg::Outcome;
+use migrate::{MigrationId, Msg, Phase, Policy, Source, SourceEvent, Target, TargetEvent, TargetPhase};
+use world::{Input, ObjectSpec, Region, RegionId, Terrain};
+
+const R: RegionId = RegionId::new(0, 0);
+const ID: MigrationId = MigrationId(1);
+
+fn region() -> Region {
+    let mut r = Region::with_terrain(R, Terrain::flat(5.0));
+    r.tick(1_000, (0..10).map(|tag| Input::CreateObject { tag, spec: ObjectSpec::default() }));
+    r
+}
+
+/// Moves every message from one side to the other until both are quiet.
+fn exchange(now: u64, s: &mut Source, t: &mut Target) {
+    loop {
+        let mut moved = false;
+        while let Some(m) = s.poll_transmit() {
+            t.handle_msg(now, Msg::decode(&m.encode()).unwrap());
+            moved = true;
+        }
+        while let Some(m) = t.poll_transmit() {
+            s.handle_msg(now, Msg::decode(&m.encode()).unwrap());
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+fn prepared_pair(now: u64) -> (Source, Target) {
+    let mut s = Source::start(ID, R, 3, Policy::default(), now);
+    let Some(Msg::Prepare { id, region, epoch }) = s.poll_transmit() else { panic!("no Prepare") };
+    let mut t = Target::new(now, id, region, epoch);
+    assert!(matches!(t.poll_event(), Some(TargetEvent::Prepare { .. })));
+    t.prepared(now);
+    exchange(now, &mut s, &mut t);
+    assert_eq!(s.phase(), Phase::Copying);
+    (s, t)
+}
+
+#[test]
+fn an_idle_region_freezes_after_the_first_round_and_commits_on_the_compare_and_swap() {
+    let mut r = region();
+    let (mut s, mut t) = prepared_pair(0);
+    s.on_tick_boundary(10, &r);
+    exchange(20, &mut s, &mut t);
+    assert_eq!(t.replica().unwrap().state_hash(), r.state_hash());
+    r.tick(30_000, []);
+    s.on_tick_boundary(30_001, &r);
+    assert_eq!(s.phase(), Phase::Frozen, "a one-tick remainder fits the budget");
+    assert!(!s.should_tick());
+    exchange(30_100, &mut s, &mut t);
+    assert_eq!(t.phase(), TargetPhase::AwaitingCommit);
+    let Some(SourceEvent::CasEpoch { from: 3, to: 4, .. }) = s.poll_event() else { panic!("no CAS asked") };
+    assert_eq!(s.buffer_input(Input::RemoveAvatar { id: world::EntityId(1) }), Ok(()));
+    s.handle_cas_result(30_200, true);
+    let Some(SourceEvent::Committed { report, buffered }) = s.poll_event() else { panic!() };
+    assert_eq!(buffered.len(), 1, "inputs held during the freeze go to the new owner");
+    assert_eq!(report.rounds, 2);
+    assert_eq!(report.freeze_us(), Some(199));
+    exchange(30_300, &mut s, &mut t);
+    let Some(TargetEvent::Committed { region, epoch: 4 }) = t.poll_event() else { panic!() };
+    assert_eq!(region.state_hash(), r.state_hash());
+}
+
+#[test]
+fn a_replica_that_disagrees_at_the_freeze_aborts_and_the_source_resumes() {
+    let r = region();
+    let (mut s, mut t) = prepared_pair(0);
+    s.on_tick_boundary(10, &r);
+    exchange(20, &mut s, &mut t);
+    // The final round claims a state the replica does not have.
+    let bytes = r.delta_since(r.generation()).unwrap().encode();
+    let lie = migrate::msg::Freeze { tick: r.tick_number(), state_hash: 42 };
+    let chunk = Msg::Chunk {
+        id: ID,
+        round: 1,
+        payload: migrate::msg::Payload::Delta,
+        index: 0,
+        count: 1,
+        freeze: Some(lie),
+        checksum: xxhash_rust::xxh3::xxh3_64(&bytes),
+        data: bytes,
+    };
+    t.handle_msg(30, chunk);
+    let Some(Msg::FreezeAck { ok: false, .. }) = t.poll_transmit() else { panic!("the target must refuse") };
+    assert_eq!(t.phase(), TargetPhase::Aborted);
+    assert!(t.replica().is_none());
+}
+
+#[test]
+fn the_source_refuses_a_hash_mismatch_and_hands_back_buffered_inputs() {
+    let mut r = region();
+    let (mut s, mut t) = prepared_pair(0);
+    s.on_tick_boundary(10, &r);
+    exchange(20, &mut s, &mut t);
+    r.tick(30_000, []);
+    s.on_tick_boundary(30_001, &r);
+    assert_eq!(s.phase(), Phase::Frozen);
+    s.buffer_input(Input::RemoveAvatar { id: world::EntityId(1) }).unwrap();
+    s.handle_msg(30_010, Msg::FreezeAck { id: ID, round: 1, state_hash: 7, ok: true });
+    let Some(SourceEvent::Aborted { report, buffered }) = s.poll_event() else { panic!() };
+    assert!(report.abort_reason.unwrap().contains("hash mismatch"));
+    assert_eq!(buffered.len(), 1, "held inputs are applied by the source after all");
+    assert!(s.should_tick());
+    // Asked later, the source tells the target what happened.
+    s.handle_msg(40_000, Msg::StatusQuery { id: ID });
+    while let Some(m) = s.poll_transmit() {
+        if let Msg::Status { outcome, .. } = m {
+            assert_eq!(outcome, Outcome::Aborted);
+            return;
+        }
+    }
+    panic!("no status answer");
+}
+
+#[test]
+fn a_refused_compare_and_swap_fences_the_source() {
+    let mut r = region();
+    let (mut s, mut t) = prepared_pair(0);
+    s.on_tick_boundary(10, &r);
+    exchange(20, &mut s, &mut t);
+    r.tick(30_000, []);
+    s.on_tick_boundary(30_001, &r);
+    exchange(30_100, &mut s, &mut t);
+    assert!(matches!(s.poll_event(), Some(SourceEvent::CasEpoch { .. })));
+    s.handle_cas_result(30_200, false);
+    assert!(matches!(s.poll_event(), Some(SourceEvent::Fenced { .. })));
+    assert_eq!(s.phase(), Phase::Fenced);
+    assert!(!s.should_tick(), "a fenced source never ticks the region again");
+}
+
+#[test]
+fn messages_from_the_wire_are_checked() {
+    assert!(Msg::decode(&[0xff; 10]).is_err());
+    let mut chunk = Msg::Chunk {
+        id: ID,
+        round: 0,
+        payload: migrate::msg::Payload::Snapshot,
+        index: 3,
+        count: 2,
+        freeze: None,
+        checksum: 0,
+        data: vec![],
+    }
+    .encode();
+    assert!(Msg::decode(&chunk).is_err(), "index beyond count");
+    chunk.truncate(3);
+    assert!(Msg::decode(&chunk).is_err());
+}
