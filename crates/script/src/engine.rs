@@ -58,6 +58,9 @@ pub struct ScriptModule {
     pub(crate) fuel_per_event: u64,
     /// The engine's epoch counter, read by scripts to honour a batch's time budget.
     pub(crate) epoch: Arc<AtomicU64>,
+    /// Chunk hashes of the module's initial memory image, which every fresh instance shares
+    /// (no start function may change it): taken once, at the first instantiation.
+    pub(crate) initial_chunks: std::sync::OnceLock<[u64; crate::limits::CHUNKS]>,
 }
 
 impl ScriptModule {
@@ -213,6 +216,7 @@ impl ScriptEngine {
             pre,
             fuel_per_event: self.fuel_per_event,
             epoch: self.epoch.clone(),
+            initial_chunks: std::sync::OnceLock::new(),
         });
         // Two threads loading the same module both compile it; the first one stored wins, so
         // every script of one hash shares one compiled module.

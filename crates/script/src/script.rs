@@ -104,8 +104,8 @@ struct ChunkTracker {
 impl ChunkTracker {
     /// A fresh instance: memory is the module's initial image, which every fresh instance of
     /// the module shares, so version 0 means exactly that image.
-    fn fresh(memory: &[u8]) -> ChunkTracker {
-        ChunkTracker { hashes: Some(hash_chunks(memory)), stamps: [0; CHUNKS], at_version: 0 }
+    fn fresh(initial: [u64; CHUNKS]) -> ChunkTracker {
+        ChunkTracker { hashes: Some(initial), stamps: [0; CHUNKS], at_version: 0 }
     }
 
     fn unknown() -> ChunkTracker {
@@ -233,7 +233,7 @@ impl Script {
         bind!(collision, Handler::Collision);
         bind!(changed, Handler::Changed);
         bind!(region_cross, Handler::RegionCross);
-        let chunks = ChunkTracker::fresh(memory.data(&store));
+        let chunks = ChunkTracker::fresh(*module.initial_chunks.get_or_init(|| hash_chunks(memory.data(&store))));
         Ok(Script {
             id,
             module: module.clone(),
