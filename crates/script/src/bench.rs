@@ -39,6 +39,8 @@ pub struct BenchReport {
     pub snapshot_us_per_script: f64,
     /// Loading and compiling the module.
     pub compile_ms: f64,
+    /// Fuel all scripts burnt: non-zero shows the handlers really ran.
+    pub fuel_used_total: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,7 @@ pub fn bench(scripts: usize, threads: usize, events_per_script: usize) -> Result
     let pct =
         |p: f64| samples.get(((samples.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
 
+    let fuel_used_total = all.iter().map(|s| s.counters().fuel_used).sum();
     let t = Instant::now();
     let mut bytes = 0usize;
     for s in &mut all {
@@ -131,5 +134,6 @@ pub fn bench(scripts: usize, threads: usize, events_per_script: usize) -> Result
         instantiate_us,
         snapshot_us_per_script,
         compile_ms,
+        fuel_used_total,
     })
 }

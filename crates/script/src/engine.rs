@@ -91,6 +91,12 @@ pub struct EpochTicker {
     epoch: Arc<AtomicU64>,
 }
 
+impl std::fmt::Debug for EpochTicker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochTicker").field("epoch", &self.now()).finish()
+    }
+}
+
 impl EpochTicker {
     pub fn tick(&self) {
         // Our counter first: a batch that reads it may then see the deadline a little late,
@@ -128,6 +134,16 @@ pub struct ScriptEngine {
     compat: u64,
     epoch: Arc<AtomicU64>,
     fuel_per_event: u64,
+}
+
+impl std::fmt::Debug for ScriptEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptEngine")
+            .field("modules", &self.lock_modules().len())
+            .field("cache_dir", &self.cache_dir)
+            .field("epoch", &self.epoch.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl ScriptEngine {

@@ -91,10 +91,8 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(invalid)?;
         match &payload {
-            Payload::Version { encoding, .. } => {
-                if *encoding != Encoding::Module {
-                    return Err(LoadError::Unsupported("the component model"));
-                }
+            Payload::Version { encoding, .. } if *encoding != Encoding::Module => {
+                return Err(LoadError::Unsupported("the component model"));
             }
             Payload::ImportSection(reader) => {
                 for import in reader.clone().into_imports() {
@@ -227,7 +225,7 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
     // The export section keeps its place; a module without one gets it where the binary
     // format wants it: after the global section, before start/element/data-count/code/data.
     let insert_at = export_at.unwrap_or_else(|| {
-        sections.iter().position(|(id, _)| matches!(id, 8 | 9 | 10 | 11 | 12)).unwrap_or(sections.len())
+        sections.iter().position(|(id, _)| matches!(id, 8..=12)).unwrap_or(sections.len())
     });
     let mut out = wasm_encoder::Module::new();
     let emit_exports = |out: &mut wasm_encoder::Module| {

@@ -233,7 +233,8 @@ impl Script {
         bind!(collision, Handler::Collision);
         bind!(changed, Handler::Changed);
         bind!(region_cross, Handler::RegionCross);
-        let chunks = ChunkTracker::fresh(*module.initial_chunks.get_or_init(|| hash_chunks(memory.data(&store))));
+        let chunks =
+            ChunkTracker::fresh(*module.initial_chunks.get_or_init(|| hash_chunks(memory.data(&store))));
         Ok(Script {
             id,
             module: module.clone(),

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use world::EntityId;
 
 use crate::event::Event;
-use crate::limits::{CHUNKS, CHUNK_BYTES, MAX_LISTENS_PER_SCRIPT, MAX_QUEUED_EVENTS, MEMORY_BYTES};
+use crate::limits::{
+    CHUNKS, CHUNK_BYTES, MAX_LISTENS_PER_SCRIPT, MAX_MESSAGE_BYTES, MAX_QUEUED_EVENTS, MEMORY_BYTES,
+};
 
 /// Stable id of a script, unique in the world. Batches return effects ordered by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -129,6 +131,12 @@ impl ScriptVars {
         }
         if self.queue.len() > MAX_QUEUED_EVENTS {
             return Err(StateError::Invalid("more queued events than MAX_QUEUED_EVENTS"));
+        }
+        if self.queue.iter().any(|e| e.payload_len() > MAX_MESSAGE_BYTES) {
+            return Err(StateError::Invalid("a queued event is longer than MAX_MESSAGE_BYTES"));
+        }
+        if self.next_listen_handle < 0 || self.listens.iter().any(|l| l.handle < 0) {
+            return Err(StateError::Invalid("listen handles are never negative"));
         }
         Ok(())
     }

@@ -65,7 +65,9 @@ fn a_flooding_handler_is_capped_at_the_effect_limit() {
     let effects = s.take_effects();
     assert!(s.error().is_none(), "{:?}", s.error());
     assert_eq!(effects.len(), MAX_EFFECTS_PER_EVENT);
-    assert!(effects.iter().all(|e| *e == Effect::Say { channel: 0, range: ChatRange::Say, text: "spam".into() }));
+    assert!(effects
+        .iter()
+        .all(|e| *e == Effect::Say { channel: 0, range: ChatRange::Say, text: "spam".into() }));
     assert_eq!(s.counters().effects_dropped, 10_000 - MAX_EFFECTS_PER_EVENT as u64);
 }
 
@@ -207,7 +209,8 @@ fn random_numbers_are_a_function_of_the_seed() {
     let e = engine();
     let m = load(&e, "counter");
     let run = |seed: u64| {
-        let mut s = Script::new(&m, script::ScriptSpec { id: script::ScriptId(1), object: object(0), seed }).unwrap();
+        let mut s =
+            Script::new(&m, script::ScriptSpec { id: script::ScriptId(1), object: object(0), seed }).unwrap();
         for _ in 0..5 {
             touch_and_run(&mut s);
         }
@@ -274,4 +277,12 @@ fn one_thread_and_two_threads_give_identical_states_and_effects() {
     assert!(reports1.iter().all(|r| r.effects.windows(2).all(|w| w[0].script < w[1].script)));
     assert!(reports1[0].effects.len() > 20, "most scripts produced effects");
     assert_eq!(reports1[0].stopped.len(), 4, "the four looping scripts stopped");
+}
+
+#[test]
+fn the_benchmark_runs_every_event_it_reports() {
+    let r = script::bench(8, 2, 100).expect("bench");
+    assert_eq!(r.events_total, 800);
+    assert!(r.events_per_s > 0.0 && r.event_p99_us >= r.event_p50_us && r.instantiate_us > 0.0);
+    assert!(r.fuel_used_total >= r.events_total, "every event ran its handler");
 }

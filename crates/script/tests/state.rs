@@ -14,7 +14,8 @@ use world::{EntityId, RegionId};
 /// Two engines, standing for the migration's source and target hosts (compiling once for all
 /// proptest cases keeps the test fast).
 fn hosts() -> &'static (ScriptEngine, Arc<ScriptModule>, ScriptEngine, Arc<ScriptModule>) {
-    static HOSTS: OnceLock<(ScriptEngine, Arc<ScriptModule>, ScriptEngine, Arc<ScriptModule>)> = OnceLock::new();
+    static HOSTS: OnceLock<(ScriptEngine, Arc<ScriptModule>, ScriptEngine, Arc<ScriptModule>)> =
+        OnceLock::new();
     HOSTS.get_or_init(|| {
         let (a, b) = (engine(), engine());
         let (ma, mb) = (load(&a, "counter"), load(&b, "counter"));
@@ -172,7 +173,10 @@ fn a_damaged_state_is_refused_not_applied() {
     let mut s = new_script(&m, 0);
     let mut state = s.capture();
     state.memory.truncate(100);
-    assert_eq!(Script::restore(&m, &state).err().map(|e| e.to_string()), Some(StateError::MemorySize(100).to_string()));
+    assert_eq!(
+        Script::restore(&m, &state).err().map(|e| e.to_string()),
+        Some(StateError::MemorySize(100).to_string())
+    );
     let mut state = s.capture();
     state.globals.pop();
     assert!(matches!(s.apply_state(&state), Err(StateError::GlobalCount { expected: 4, found: 3 })));
