@@ -6,11 +6,12 @@
 
 pub mod api;
 pub mod metrics;
+pub mod net;
 pub mod stats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,8 +56,19 @@ impl Default for HostConfig {
 /// Receives every tick's output of a region (for streaming to gateways, neighbours, tests).
 pub type TickObserver = Box<dyn Fn(RegionId, &TickOutput) + Send + Sync>;
 
-struct RegionSlot {
-    region: Mutex<Region>,
+/// Runs once, after a region's next tick, with that tick's wall-clock time (Unix µs).
+pub type FirstTickHook = Box<dyn FnOnce(u64) + Send>;
+
+pub(crate) struct RegionSlot {
+    /// The migration this region is the source of. Locked before `region` (never after), and
+    /// held across a tick, so that the decision to freeze and the ticks exclude each other.
+    pub(crate) migration: Mutex<Option<migrate::Source>>,
+    /// Woken after every tick: a migration sends its next round at tick boundaries.
+    pub(crate) boundary: Arc<tokio::sync::Notify>,
+    /// Wall-clock time of the last tick (Unix µs), for freeze measurements.
+    pub(crate) last_tick_unix: AtomicU64,
+    first_tick: Mutex<Option<FirstTickHook>>,
+    pub(crate) region: Mutex<Region>,
     inputs: Mutex<VecDeque<Input>>,
     stats: Mutex<TickStats>,
     /// Simulated time = host time + offset, so a region's clock continues where it stopped.
@@ -138,8 +150,8 @@ impl Host {
         self.shared.config.cores.max(1)
     }
 
-    /// Microseconds since this host started: its clock for scheduling.
-    fn now_us(&self) -> u64 {
+    /// Microseconds since this host started: its clock for scheduling and protocols.
+    pub fn now_us(&self) -> u64 {
         self.shared.epoch.elapsed().as_micros() as u64
     }
 
@@ -150,6 +162,11 @@ impl Host {
 
     /// Starts ticking a region; its simulated clock continues from its last tick.
     pub fn load(&self, region: Region) -> Result<(), HostError> {
+        self.load_then(region, None)
+    }
+
+    /// Like [`Host::load`], and runs `hook` after the region's first tick here.
+    pub fn load_then(&self, region: Region, hook: Option<FirstTickHook>) -> Result<(), HostError> {
         let id = region.id();
         let mut regions = self.shared.regions.write();
         if regions.contains_key(&id) {
@@ -165,6 +182,10 @@ impl Host {
             *n
         };
         let slot = RegionSlot {
+            migration: Mutex::new(None),
+            boundary: Arc::new(tokio::sync::Notify::new()),
+            last_tick_unix: AtomicU64::new(0),
+            first_tick: Mutex::new(None),
             offset_us: region.now_us() as i64 - now as i64,
             region: Mutex::new(region),
             inputs: Mutex::new(VecDeque::new()),
@@ -172,6 +193,7 @@ impl Host {
             incarnation,
             metrics: RegionMetrics::new(id),
         };
+        *slot.first_tick.lock() = hook;
         regions.insert(id, Arc::new(slot));
         drop(regions);
         self.shared.schedule.lock().push(Reverse((now, id, incarnation)));
@@ -182,18 +204,33 @@ impl Host {
 
     /// Stops ticking a region and hands back its state at a tick boundary.
     pub fn unload(&self, id: RegionId) -> Result<Region, HostError> {
+        self.unload_with_inputs(id).map(|(r, _)| r)
+    }
+
+    /// Unloads, and also hands back the inputs that were waiting for the next tick.
+    pub fn unload_with_inputs(&self, id: RegionId) -> Result<(Region, Vec<Input>), HostError> {
         let slot = self.shared.regions.write().remove(&id).ok_or(HostError::UnknownRegion(id))?;
-        // A worker may be inside this region's tick: taking the lock waits for it to finish.
+        // A worker may be inside this region's tick: taking the locks waits for it to finish.
+        let _migration = slot.migration.lock();
         let region = slot.region.lock().clone();
+        let inputs: Vec<Input> = slot.inputs.lock().drain(..).collect();
         slot.metrics.entities.set(0.0);
         slot.metrics.avatars.set(0.0);
         tracing::info!(region = %id, "region unloaded");
-        Ok(region)
+        Ok((region, inputs))
     }
 
-    /// Queues an input for the region's next tick.
+    /// Queues an input for the region's next tick (or, while a migration has the region
+    /// frozen, holds it for whichever host ticks next).
     pub fn send(&self, id: RegionId, input: Input) -> Result<(), HostError> {
         let slot = self.slot(id)?;
+        let input = match slot.migration.lock().as_mut() {
+            Some(m) => match m.buffer_input(input) {
+                Ok(()) => return Ok(()),
+                Err(input) => input,
+            },
+            None => input,
+        };
         let mut q = slot.inputs.lock();
         if q.len() >= MAX_QUEUED_INPUTS {
             return Err(HostError::QueueFull(id));
@@ -252,7 +289,13 @@ impl Host {
         self.region_ids().into_iter().filter_map(|id| self.stats(id).ok()).collect()
     }
 
-    fn slot(&self, id: RegionId) -> Result<Arc<RegionSlot>, HostError> {
+    /// Puts inputs back at the end of the region's queue (held inputs of an aborted migration).
+    pub fn requeue(&self, id: RegionId, inputs: Vec<Input>) -> Result<(), HostError> {
+        self.slot(id)?.inputs.lock().extend(inputs);
+        Ok(())
+    }
+
+    pub(crate) fn slot(&self, id: RegionId) -> Result<Arc<RegionSlot>, HostError> {
         self.shared.regions.read().get(&id).cloned().ok_or(HostError::UnknownRegion(id))
     }
 
@@ -306,6 +349,11 @@ fn worker(shared: &Shared) {
     }
 }
 
+/// Microseconds since the Unix epoch: comparable between processes on one machine.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Ticks one region and returns when it is next due.
 fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     let inputs: Vec<Input> = {
@@ -316,10 +364,27 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     let started = Instant::now();
     let now = shared.epoch.elapsed().as_micros() as u64;
     let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
+    let migration = slot.migration.lock();
+    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
+        // Frozen for a migration: no tick, and the inputs wait for whoever ticks next.
+        drop(migration);
+        let mut q = slot.inputs.lock();
+        for input in inputs.into_iter().rev() {
+            q.push_front(input);
+        }
+        return due + 1_000_000 / u64::from(world::limits::ACTIVE_TICK_HZ);
+    }
     let mut region = slot.region.lock();
     let out = region.tick(sim_now, inputs);
     let (entities, avatars) = (region.entity_count(), region.avatar_count());
     drop(region);
+    drop(migration);
+    let unix = unix_us();
+    slot.last_tick_unix.store(unix, Ordering::SeqCst);
+    if let Some(hook) = slot.first_tick.lock().take() {
+        hook(unix);
+    }
+    slot.boundary.notify_one();
     for observer in shared.observers.read().iter() {
         observer(id, &out);
     }

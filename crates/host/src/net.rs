@@ -1,0 +1,647 @@
+//! The host on the network: its link listener, live migration in and out, forwarding of
+//! inputs for regions that moved, and subscriptions to regions' tick outputs.
+//!
+//! The migration state machines (crate `migrate`) make every decision; this module only moves
+//! their messages over links, asks the directory what they ask, and loads or unloads regions
+//! when they say so.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use directory::{Directory, Placement};
+use link::{Link, LinkMsg, LinkTx, Role};
+use migrate::{MigrationId, Msg, Policy, Report, Source, SourceEvent, Target, TargetEvent};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use world::{Input, RegionId};
+
+use crate::{Host, HostError};
+
+/// Messages for one outgoing migration waiting to be handled.
+const MIGRATION_QUEUE: usize = 1024;
+/// How often incoming migrations are checked for timeouts.
+const TARGET_SWEEP: Duration = Duration::from_millis(10);
+/// Finished incoming migrations are remembered this long, to answer late duplicates.
+const KEEP_FINISHED_US: u64 = 30_000_000;
+/// Finished migration statuses kept for the API.
+const MAX_KEPT_STATUSES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("region {region} is owned by {owner} at epoch {epoch}, not by this host")]
+    OwnedElsewhere { region: RegionId, owner: String, epoch: u64 },
+    #[error("region {0} is not in the directory")]
+    NotInDirectory(RegionId),
+    #[error("region {0} is already migrating")]
+    AlreadyMigrating(RegionId),
+    #[error("cannot migrate region {0} to this same host")]
+    ToSelf(RegionId),
+    #[error("directory: {0}")]
+    Directory(#[from] directory::DirectoryError),
+    #[error("cannot reach host {peer}: {error}")]
+    Unreachable { peer: String, error: String },
+}
+
+/// A migration as the API shows it, while it runs and after.
+#[derive(Clone, Debug, Serialize)]
+pub struct MigrationStatus {
+    pub id: MigrationId,
+    pub region: String,
+    pub to: String,
+    pub phase: String,
+    pub rounds: u32,
+    pub bytes: u64,
+    pub done: bool,
+    pub committed: bool,
+    /// From the last tick on the source to the first tick on the target (or, after an abort,
+    /// to the source's next tick), in milliseconds.
+    pub freeze_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+    pub forced_freeze: bool,
+    pub abort_reason: Option<String>,
+    pub bytes_per_round: Vec<u64>,
+    #[serde(skip)]
+    last_source_tick_unix: Option<u64>,
+    #[serde(skip)]
+    started_unix: u64,
+}
+
+struct Incoming {
+    target: Target,
+    reply: LinkTx,
+    region: RegionId,
+    finished_at: Option<u64>,
+}
+
+pub struct Net {
+    host: Host,
+    name: String,
+    directory: Arc<dyn Directory>,
+    me: Weak<Net>,
+    peers: Mutex<HashMap<String, LinkTx>>,
+    subscribers: Mutex<HashMap<RegionId, Vec<LinkTx>>>,
+    outgoing: Mutex<HashMap<MigrationId, mpsc::Sender<Msg>>>,
+    incoming: Mutex<HashMap<MigrationId, Incoming>>,
+    pending_inputs: Mutex<HashMap<RegionId, Vec<Input>>>,
+    moved: Mutex<HashMap<RegionId, String>>,
+    statuses: Mutex<Vec<MigrationStatus>>,
+}
+
+impl Net {
+    /// Puts `host` on the network: accepts links on `listener`, whose address is this host's
+    /// name in the directory.
+    pub fn start(host: Host, listener: tokio::net::TcpListener, directory: Arc<dyn Directory>) -> Arc<Net> {
+        let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let net = Arc::new_cyclic(|me| Net {
+            host: host.clone(),
+            name,
+            directory,
+            me: me.clone(),
+            peers: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(HashMap::new()),
+            outgoing: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(HashMap::new()),
+            pending_inputs: Mutex::new(HashMap::new()),
+            moved: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&net);
+        host.observe(Box::new(move |region, out| {
+            let Some(net) = weak.upgrade() else { return };
+            let mut subs = net.subscribers.lock();
+            let Some(list) = subs.get_mut(&region) else { return };
+            list.retain(|tx| !tx.is_closed());
+            if list.is_empty() {
+                return;
+            }
+            let frame = LinkMsg::Update { region, output: out.clone() }.encode();
+            for tx in list.iter() {
+                tx.send_frame(frame.clone());
+            }
+        }));
+        let n = net.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let n = n.clone();
+                tokio::spawn(async move {
+                    match link::establish(stream, Role::Host, &n.name).await {
+                        Ok(link) => n.serve_link(link).await,
+                        Err(e) => tracing::warn!("refused a link: {e}"),
+                    }
+                });
+            }
+        });
+        let n = Arc::downgrade(&net);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TARGET_SWEEP);
+            loop {
+                every.tick().await;
+                let Some(n) = n.upgrade() else { break };
+                n.sweep_incoming();
+            }
+        });
+        net
+    }
+
+    /// This host's link address: its name in the directory.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
+    }
+
+    /// Creates a new region here, claiming it in the directory at epoch 1.
+    pub async fn claim_new(&self, region: RegionId, seed: Option<u32>) -> Result<(), NetError> {
+        let me = Placement { host: self.name.clone(), epoch: 1 };
+        if !self.directory.compare_and_swap(region, None, me).await? {
+            let p = self.directory.get(region).await?.ok_or(NetError::NotInDirectory(region))?;
+            if p.host != self.name || self.host.stats(region).is_ok() {
+                return Err(NetError::OwnedElsewhere { region, owner: p.host, epoch: p.epoch });
+            }
+        }
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.load_new(region, seed))
+            .await
+            .map_err(|e| NetError::Unreachable { peer: "tick pool".into(), error: e.to_string() })??;
+        Ok(())
+    }
+
+    /// An input for a region wherever it is: here, arriving here, or moved on.
+    pub fn input(&self, region: RegionId, input: Input) {
+        self.deliver_input(region, input);
+    }
+
+    /// Routes an input that is not for a region ticking here.
+    fn route_elsewhere(&self, region: RegionId, input: Input) {
+        if self.incoming.lock().values().any(|i| i.region == region && !i.target.is_finished()) {
+            self.pending_inputs.lock().entry(region).or_default().push(input);
+            return;
+        }
+        let owner = self.moved.lock().get(&region).cloned();
+        match owner.and_then(|o| self.peers.lock().get(&o).cloned()) {
+            Some(tx) => {
+                tx.send(&LinkMsg::Input { region, input });
+            }
+            None => tracing::debug!(%region, "input for a region that is not here dropped"),
+        }
+    }
+
+    fn deliver_input(&self, region: RegionId, input: Input) {
+        if self.host.stats(region).is_ok() {
+            if let Err(e) = self.host.send(region, input) {
+                tracing::debug!(%region, "input dropped: {e}");
+            }
+        } else {
+            self.route_elsewhere(region, input);
+        }
+    }
+
+    async fn peer(&self, addr: &str) -> Result<LinkTx, NetError> {
+        if let Some(tx) = self.peers.lock().get(addr).filter(|t| !t.is_closed()).cloned() {
+            return Ok(tx);
+        }
+        let link = link::connect(addr, Role::Host, &self.name)
+            .await
+            .map_err(|e| NetError::Unreachable { peer: addr.to_string(), error: e.to_string() })?;
+        let tx = link.tx.clone();
+        self.peers.lock().insert(addr.to_string(), tx.clone());
+        let me = self.me.upgrade().expect("net is alive while it runs");
+        tokio::spawn(async move { me.serve_link(link).await });
+        Ok(tx)
+    }
+
+    async fn serve_link(self: Arc<Self>, mut link: Link) {
+        if link.peer_role == Role::Host {
+            self.peers.lock().insert(link.peer_name.clone(), link.tx.clone());
+        }
+        while let Some(msg) = link.rx.recv().await {
+            match msg {
+                LinkMsg::Migration { region, msg } => self.on_migration_msg(region, msg, &link.tx),
+                LinkMsg::Input { region, input } => self.deliver_input(region, input),
+                LinkMsg::Subscribe { region } => {
+                    if self.host.stats(region).is_ok() {
+                        self.subscribers.lock().entry(region).or_default().push(link.tx.clone());
+                    } else {
+                        let owner = self.moved.lock().get(&region).cloned();
+                        link.tx.send(&LinkMsg::NotHere { region, owner });
+                    }
+                }
+                LinkMsg::Unsubscribe { region } => {
+                    if let Some(l) = self.subscribers.lock().get_mut(&region) {
+                        l.retain(|t| !same_link(t, &link.tx));
+                    }
+                }
+                LinkMsg::FirstTick { id, unix_us, .. } => {
+                    let mut st = self.statuses.lock();
+                    if let Some(s) = st.iter_mut().find(|s| s.id == id) {
+                        if let Some(last) = s.last_source_tick_unix {
+                            s.freeze_ms = Some(unix_us.saturating_sub(last) as f64 / 1000.0);
+                        }
+                    }
+                }
+                LinkMsg::Hello { .. }
+                | LinkMsg::Update { .. }
+                | LinkMsg::NotHere { .. }
+                | LinkMsg::Error { .. } => {}
+            }
+        }
+    }
+
+    fn on_migration_msg(&self, region: RegionId, msg: Msg, reply: &LinkTx) {
+        let to_source = matches!(
+            msg,
+            Msg::Prepared { .. }
+                | Msg::RoundAck { .. }
+                | Msg::FreezeAck { .. }
+                | Msg::CommitAck { .. }
+                | Msg::Refuse { .. }
+                | Msg::StatusQuery { .. }
+        );
+        if to_source {
+            if let Some(tx) = self.outgoing.lock().get(&msg.id()) {
+                let _ = tx.try_send(msg);
+            }
+            return;
+        }
+        let now = self.host.now_us();
+        let mut incoming = self.incoming.lock();
+        if let Msg::Prepare { id, region: r, epoch } = &msg {
+            if !incoming.contains_key(id) && r == &region && self.host.stats(region).is_err() {
+                incoming.insert(
+                    *id,
+                    Incoming {
+                        target: Target::new(now, *id, region, *epoch),
+                        reply: reply.clone(),
+                        region,
+                        finished_at: None,
+                    },
+                );
+            }
+        }
+        let id = msg.id();
+        if let Some(inc) = incoming.get_mut(&id) {
+            inc.reply = reply.clone();
+            inc.target.handle_msg(now, msg);
+        }
+        drop(incoming);
+        self.drive_incoming(id);
+    }
+
+    fn sweep_incoming(&self) {
+        let now = self.host.now_us();
+        let ids: Vec<MigrationId> = {
+            let mut incoming = self.incoming.lock();
+            incoming.retain(|_, i| i.finished_at.is_none_or(|f| now.saturating_sub(f) < KEEP_FINISHED_US));
+            for i in incoming.values_mut() {
+                i.target.handle_timeout(now);
+            }
+            incoming.keys().copied().collect()
+        };
+        for id in ids {
+            self.drive_incoming(id);
+        }
+    }
+
+    /// Sends what an incoming migration wants sent and acts on what happened.
+    fn drive_incoming(&self, id: MigrationId) {
+        loop {
+            let now = self.host.now_us();
+            let mut incoming = self.incoming.lock();
+            let Some(inc) = incoming.get_mut(&id) else { return };
+            while let Some(msg) = inc.target.poll_transmit() {
+                inc.reply.send(&LinkMsg::Migration { region: inc.region, msg });
+            }
+            let Some(event) = inc.target.poll_event() else { return };
+            let (region, reply) = (inc.region, inc.reply.clone());
+            match event {
+                TargetEvent::Prepare { .. } => inc.target.prepared(now),
+                TargetEvent::Committed { region: state, epoch } => {
+                    inc.finished_at = Some(now);
+                    drop(incoming);
+                    self.moved.lock().remove(&region);
+                    let hook: crate::FirstTickHook = Box::new(move |unix_us| {
+                        reply.send(&LinkMsg::FirstTick { region, id, unix_us });
+                    });
+                    match self.host.load_then(*state, Some(hook)) {
+                        Ok(()) => tracing::info!(%region, epoch, "region arrived by live migration"),
+                        Err(e) => tracing::error!(%region, "committed region could not be loaded: {e}"),
+                    }
+                    let pending = self.pending_inputs.lock().remove(&region).unwrap_or_default();
+                    for input in pending {
+                        let _ = self.host.send(region, input);
+                    }
+                    continue;
+                }
+                TargetEvent::Aborted { reason } => {
+                    inc.finished_at = Some(now);
+                    drop(incoming);
+                    self.pending_inputs.lock().remove(&region);
+                    tracing::info!(%region, "incoming migration aborted: {reason}");
+                    continue;
+                }
+                TargetEvent::CheckDirectory { region } => {
+                    drop(incoming);
+                    let (dir, me, name) = (self.directory.clone(), self.me.clone(), self.name.clone());
+                    tokio::spawn(async move {
+                        let Ok(Some(p)) = dir.get(region).await else { return };
+                        let Some(net) = me.upgrade() else { return };
+                        if let Some(inc) = net.incoming.lock().get_mut(&id) {
+                            inc.target.handle_directory(p.host == name, p.epoch);
+                        }
+                        net.drive_incoming(id);
+                    });
+                    continue;
+                }
+            }
+        }
+    }
+
+    /// Starts moving `region` from here to the host whose link address is `to`.
+    pub async fn migrate(
+        &self,
+        region: RegionId,
+        to: String,
+        policy: Policy,
+    ) -> Result<MigrationId, NetError> {
+        if to == self.name {
+            return Err(NetError::ToSelf(region));
+        }
+        let slot = self.host.slot(region)?;
+        let placement = self.directory.get(region).await?.ok_or(NetError::NotInDirectory(region))?;
+        if placement.host != self.name {
+            return Err(NetError::OwnedElsewhere { region, owner: placement.host, epoch: placement.epoch });
+        }
+        let peer = self.peer(&to).await?;
+        let id = MigrationId(rand::random());
+        let now = self.host.now_us();
+        {
+            let mut m = slot.migration.lock();
+            if m.as_ref().is_some_and(|s| !s.is_finished()) {
+                return Err(NetError::AlreadyMigrating(region));
+            }
+            *m = Some(Source::start(id, region, placement.epoch, policy, now));
+        }
+        let (tx, rx) = mpsc::channel(MIGRATION_QUEUE);
+        self.outgoing.lock().insert(id, tx);
+        {
+            let mut st = self.statuses.lock();
+            if st.len() >= MAX_KEPT_STATUSES {
+                st.remove(0);
+            }
+            st.push(MigrationStatus {
+                id,
+                region: region.to_string(),
+                to: to.clone(),
+                phase: "Preparing".into(),
+                rounds: 0,
+                bytes: 0,
+                done: false,
+                committed: false,
+                freeze_ms: None,
+                total_ms: None,
+                forced_freeze: false,
+                abort_reason: None,
+                bytes_per_round: Vec::new(),
+                last_source_tick_unix: None,
+                started_unix: crate::unix_us(),
+            });
+        }
+        let me = self.me.upgrade().expect("net is alive while it runs");
+        tokio::spawn(async move { me.run_source(region, to, id, peer, rx).await });
+        Ok(id)
+    }
+
+    pub fn migration(&self, id: MigrationId) -> Option<MigrationStatus> {
+        self.statuses.lock().iter().find(|s| s.id == id).cloned()
+    }
+
+    pub fn migrations(&self) -> Vec<MigrationStatus> {
+        self.statuses.lock().clone()
+    }
+
+    /// Waits until a migration started here has an outcome and, when committed, the target's
+    /// first tick has been reported (bounded by `limit`).
+    pub async fn wait(&self, id: MigrationId, limit: Duration) -> Option<MigrationStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let s = self.migration(id)?;
+            if s.done && (!s.committed || s.freeze_ms.is_some()) {
+                return Some(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn run_source(
+        self: Arc<Self>,
+        region: RegionId,
+        to: String,
+        id: MigrationId,
+        peer: LinkTx,
+        mut rx: mpsc::Receiver<Msg>,
+    ) {
+        let Ok(slot) = self.host.slot(region) else { return };
+        let boundary = slot.boundary.clone();
+        let mut finished = false;
+        while !finished {
+            let now = self.host.now_us();
+            let (msgs, events, timeout, report) = {
+                let mut m = slot.migration.lock();
+                let Some(s) = m.as_mut() else { return };
+                {
+                    let r = slot.region.lock();
+                    s.on_tick_boundary(now, &r);
+                }
+                let msgs: Vec<Msg> = std::iter::from_fn(|| s.poll_transmit()).collect();
+                let events: Vec<SourceEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+                (msgs, events, s.poll_timeout(), s.report())
+            };
+            for msg in msgs {
+                peer.send(&LinkMsg::Migration { region, msg });
+            }
+            self.update_status(id, &report, &slot);
+            let acted = !events.is_empty();
+            for event in events {
+                finished |= self.on_source_event(region, &to, id, &slot, event).await;
+            }
+            if finished {
+                // What the last event queued (the Commit) goes out now, not at the next timeout.
+                if let Some(s) = slot.migration.lock().as_mut() {
+                    for msg in std::iter::from_fn(|| s.poll_transmit()) {
+                        peer.send(&LinkMsg::Migration { region, msg });
+                    }
+                }
+                break;
+            }
+            if acted {
+                continue;
+            }
+            let sleep =
+                timeout.map_or(Duration::from_millis(100), |t| Duration::from_micros(t.saturating_sub(now)));
+            tokio::select! {
+                Some(msg) = rx.recv() => {
+                    let now = self.host.now_us();
+                    if let Some(s) = slot.migration.lock().as_mut() {
+                        s.handle_msg(now, msg);
+                    }
+                }
+                _ = boundary.notified() => {}
+                _ = tokio::time::sleep(sleep) => {
+                    let now = self.host.now_us();
+                    if let Some(s) = slot.migration.lock().as_mut() {
+                        s.handle_timeout(now);
+                    }
+                }
+            }
+        }
+        // Keep answering the target's questions about the outcome for a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_micros(KEEP_FINISHED_US);
+        let mut source = slot.migration.lock().take();
+        while let Some(s) = source.as_mut() {
+            let now = self.host.now_us();
+            for msg in std::iter::from_fn(|| s.poll_transmit()) {
+                peer.send(&LinkMsg::Migration { region, msg });
+            }
+            let sleep = s
+                .poll_timeout()
+                .map_or(Duration::from_millis(100), |t| Duration::from_micros(t.saturating_sub(now)));
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(msg) => s.handle_msg(self.host.now_us(), msg),
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => s.handle_timeout(self.host.now_us()),
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.outgoing.lock().remove(&id);
+    }
+
+    fn update_status(&self, id: MigrationId, report: &Report, slot: &crate::RegionSlot) {
+        let mut st = self.statuses.lock();
+        let Some(s) = st.iter_mut().find(|s| s.id == id) else { return };
+        s.phase = format!("{:?}", report.phase);
+        s.rounds = report.rounds;
+        s.bytes = report.total_bytes;
+        s.bytes_per_round = report.bytes_per_round.clone();
+        s.forced_freeze = report.forced_freeze;
+        s.abort_reason = report.abort_reason.clone();
+        if report.freeze_started_us.is_some() && s.last_source_tick_unix.is_none() {
+            s.last_source_tick_unix = Some(slot.last_tick_unix.load(std::sync::atomic::Ordering::SeqCst));
+        }
+    }
+
+    /// Acts on what the source machine decided; returns whether the migration is over.
+    async fn on_source_event(
+        &self,
+        region: RegionId,
+        to: &str,
+        id: MigrationId,
+        slot: &crate::RegionSlot,
+        event: SourceEvent,
+    ) -> bool {
+        match event {
+            SourceEvent::CasEpoch { from, to: epoch, .. } => {
+                let swapped = self.swap_epoch(region, from, Placement { host: to.to_string(), epoch }).await;
+                let now = self.host.now_us();
+                if let Some(s) = slot.migration.lock().as_mut() {
+                    s.handle_cas_result(now, swapped);
+                }
+                false
+            }
+            SourceEvent::Committed { report, buffered } => {
+                let queued = match self.host.unload_with_inputs(region) {
+                    Ok((_, q)) => q,
+                    Err(_) => Vec::new(),
+                };
+                self.moved.lock().insert(region, to.to_string());
+                if let Some(tx) = self.peers.lock().get(to).cloned() {
+                    for input in queued.into_iter().chain(buffered) {
+                        tx.send(&LinkMsg::Input { region, input });
+                    }
+                }
+                if let Some(subs) = self.subscribers.lock().remove(&region) {
+                    for s in subs {
+                        s.send(&LinkMsg::NotHere { region, owner: Some(to.to_string()) });
+                    }
+                }
+                self.finish_status(id, &report, true);
+                tracing::info!(%region, to, rounds = report.rounds, bytes = report.total_bytes, "region migrated");
+                metrics::counter!("terrane_migrations_total", "outcome" => "committed").increment(1);
+                if let Some(f) = report.freeze_us() {
+                    metrics::histogram!("terrane_migration_freeze_seconds").record(f as f64 / 1e6);
+                }
+                true
+            }
+            SourceEvent::Aborted { report, buffered } => {
+                let _ = self.host.requeue(region, buffered);
+                self.finish_status(id, &report, false);
+                // An abort ends the freeze at the source's next tick.
+                tracing::warn!(%region, to, reason = ?report.abort_reason, "migration aborted; the region stays here");
+                metrics::counter!("terrane_migrations_total", "outcome" => "aborted").increment(1);
+                true
+            }
+            SourceEvent::Fenced { report } => {
+                let _ = self.host.unload(region);
+                self.finish_status(id, &report, false);
+                tracing::error!(%region, "fenced: another host owns this region now");
+                true
+            }
+        }
+    }
+
+    fn finish_status(&self, id: MigrationId, report: &Report, committed: bool) {
+        let mut st = self.statuses.lock();
+        let Some(s) = st.iter_mut().find(|s| s.id == id) else { return };
+        s.done = true;
+        s.committed = committed;
+        s.phase = format!("{:?}", report.phase);
+        s.rounds = report.rounds;
+        s.bytes = report.total_bytes;
+        s.bytes_per_round = report.bytes_per_round.clone();
+        s.abort_reason = report.abort_reason.clone();
+        s.total_ms = Some(crate::unix_us().saturating_sub(s.started_unix) as f64 / 1000.0);
+    }
+
+    /// The commit point. Retries until the directory gives a definite answer: resuming
+    /// without knowing could leave two owners.
+    async fn swap_epoch(&self, region: RegionId, from: u64, new: Placement) -> bool {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            match self.directory.compare_and_swap(region, Some(from), new.clone()).await {
+                Ok(swapped) => return swapped,
+                Err(e) => {
+                    tracing::error!(%region, "directory compare-and-swap failed, region stays frozen: {e}");
+                    if let Ok(Some(p)) = self.directory.get(region).await {
+                        if p == new {
+                            return true;
+                        }
+                        if p.epoch != from {
+                            return false;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+fn same_link(a: &LinkTx, b: &LinkTx) -> bool {
+    a.peer == b.peer
+}
