@@ -1,4 +1,5 @@
-//! The host's HTTP control API: list regions, one region's stats, load and unload, metrics.
+//! The host's HTTP control API: list regions, one region's stats, load and unload, start and
+//! watch live migrations, metrics.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,12 +10,16 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use world::RegionId;
 
+use std::sync::Arc;
+
+use crate::net::{Net, NetError};
 use crate::{Host, HostError};
 
 #[derive(Clone)]
 struct ApiState {
     host: Host,
     prometheus: PrometheusHandle,
+    net: Option<Arc<Net>>,
 }
 
 /// An error as the API returns it: a status and a sentence.
@@ -50,14 +55,109 @@ pub struct HostInfo {
     pub regions: usize,
 }
 
-pub fn router(host: Host, prometheus: PrometheusHandle) -> Router {
+/// The control API of a host. With `net`, loading a region registers it in the directory and
+/// migrations can be started.
+pub fn router(host: Host, prometheus: PrometheusHandle, net: Option<Arc<Net>>) -> Router {
     Router::new()
         .route("/", get(info))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/regions", get(list))
         .route("/regions/{region}", get(one).post(load).delete(unload))
-        .with_state(ApiState { host, prometheus })
+        .route("/regions/{region}/migrate", axum::routing::post(migrate))
+        .route("/migrations", get(migrations))
+        .route("/migrations/{id}", get(migration))
+        .with_state(ApiState { host, prometheus, net })
+}
+
+impl IntoResponse for NetError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            NetError::Host(e) => return HostError::clone(e).into_response(),
+            NetError::OwnedElsewhere { .. } | NetError::AlreadyMigrating(_) | NetError::ToSelf(_) => {
+                StatusCode::CONFLICT
+            }
+            NetError::NotInDirectory(_) => StatusCode::NOT_FOUND,
+            NetError::Directory(_) | NetError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        };
+        fail(status, self)
+    }
+}
+
+/// Body of `POST /regions/X,Y/migrate`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    /// Link address of the target host.
+    pub to: String,
+    /// Freeze when the remainder is estimated to take at most this long (default: one tick).
+    pub freeze_budget_ms: Option<f64>,
+    pub max_rounds: Option<u32>,
+    pub max_bytes_factor: Option<f64>,
+    /// "freeze" (default: freeze anyway up to five ticks) or "abort", when rounds do not converge.
+    pub on_no_convergence: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MigrateStarted {
+    pub id: u64,
+}
+
+async fn migrate(
+    State(s): State<ApiState>,
+    Path(region): Path<String>,
+    Json(req): Json<MigrateRequest>,
+) -> Response {
+    let id = match parse_region(&region) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let Some(net) = s.net.clone() else {
+        return fail(StatusCode::NOT_IMPLEMENTED, "this host runs without links: it cannot migrate regions");
+    };
+    let mut policy = migrate::Policy::default();
+    if let Some(ms) = req.freeze_budget_ms {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return fail(StatusCode::BAD_REQUEST, "freeze_budget_ms must be a non-negative number");
+        }
+        policy.freeze_budget_us = (ms * 1000.0) as u64;
+    }
+    if let Some(r) = req.max_rounds {
+        policy.max_rounds = r;
+    }
+    if let Some(f) = req.max_bytes_factor {
+        if !(f.is_finite() && f > 0.0) {
+            return fail(StatusCode::BAD_REQUEST, "max_bytes_factor must be a positive number");
+        }
+        policy.max_bytes_factor = f;
+    }
+    match req.on_no_convergence.as_deref() {
+        None | Some("freeze") => {}
+        Some("abort") => policy.on_no_convergence = migrate::NoConvergence::Abort,
+        Some(other) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("on_no_convergence is \"freeze\" or \"abort\", not {other:?}"),
+            )
+        }
+    }
+    match net.migrate(id, req.to, policy).await {
+        Ok(m) => (StatusCode::ACCEPTED, Json(MigrateStarted { id: m.0 })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn migrations(State(s): State<ApiState>) -> Response {
+    match &s.net {
+        Some(net) => Json(net.migrations()).into_response(),
+        None => Json(Vec::<()>::new()).into_response(),
+    }
+}
+
+async fn migration(State(s): State<ApiState>, Path(id): Path<u64>) -> Response {
+    match s.net.as_ref().and_then(|n| n.migration(migrate::MigrationId(id))) {
+        Some(m) => Json(m).into_response(),
+        None => fail(StatusCode::NOT_FOUND, format!("no migration {id} started on this host")),
+    }
 }
 
 async fn info(State(s): State<ApiState>) -> Json<HostInfo> {
@@ -101,6 +201,12 @@ async fn load(
         Err(r) => return r,
     };
     let seed = body.and_then(|Json(b)| b.seed);
+    if let Some(net) = &s.net {
+        return match net.claim_new(id, seed).await {
+            Ok(()) => (StatusCode::CREATED, Json(s.host.stats(id).ok())).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     // Generating terrain takes milliseconds: keep it off the async workers.
     let host = s.host.clone();
     match tokio::task::spawn_blocking(move || host.load_new(id, seed)).await {

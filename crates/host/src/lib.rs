@@ -27,7 +27,7 @@ pub const MAX_QUEUED_INPUTS: usize = 16 * MAX_INPUTS_PER_TICK;
 /// Most regions one host runs.
 pub const MAX_REGIONS_PER_HOST: usize = 4096;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostError {
     #[error("region {0} is not on this host")]
     UnknownRegion(RegionId),

@@ -274,6 +274,11 @@ impl Net {
             }
             return;
         }
+        if matches!(msg, Msg::Chunk { freeze: Some(_), .. }) && failpoint("target-dies-at-freeze") {
+            // Fault injection for the real-process tests: die like kill -9 inside the freeze.
+            tracing::error!("failpoint target-dies-at-freeze: aborting the process");
+            std::process::abort();
+        }
         let now = self.host.now_us();
         let mut incoming = self.incoming.lock();
         if let Msg::Prepare { id, region: r, epoch } = &msg {
@@ -640,6 +645,12 @@ impl Net {
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
+}
+
+/// Named fault-injection points, enabled by listing them in `TERRANE_FAILPOINTS` (comma
+/// separated). Only tests set it.
+fn failpoint(name: &str) -> bool {
+    std::env::var("TERRANE_FAILPOINTS").is_ok_and(|v| v.split(',').any(|p| p.trim() == name))
 }
 
 fn same_link(a: &LinkTx, b: &LinkTx) -> bool {

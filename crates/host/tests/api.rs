@@ -24,7 +24,7 @@ async fn the_control_api_lists_loads_unloads_and_exports_metrics() {
     let host = Host::start(HostConfig { cores: 1, seed: 3 });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = host::api::router(host.clone(), host::metrics::prometheus());
+    let app = host::api::router(host.clone(), host::metrics::prometheus(), None);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (status, _) = http(addr, "POST", "/regions/2,3").await;

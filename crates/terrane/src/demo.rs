@@ -1,5 +1,6 @@
 //! The default population: wandering avatars and moving objects, driven from outside the
-//! regions by ordinary inputs (as people and, later, scripts would).
+//! regions by ordinary inputs (as people and, later, scripts would). Inputs go to whichever
+//! host has the region now, so the population follows regions that migrate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,17 +27,18 @@ fn wanderer_id(region: RegionId, k: usize) -> EntityId {
 
 impl Population {
     pub fn start(
-        host: host::Host,
+        hosts: Vec<host::Host>,
         regions: &[RegionId],
         avatars: usize,
         objects: usize,
         seed: u32,
     ) -> Population {
+        let grid = Grid(hosts);
         let mut rng = SmallRng::seed_from_u64(u64::from(seed));
         for &r in regions {
             for k in 0..avatars {
                 let pos = Vec3::new(rng.random_range(20.0..236.0), rng.random_range(20.0..236.0), 0.0);
-                let _ = host.send(
+                grid.send(
                     r,
                     Input::AddAvatar {
                         id: wanderer_id(r, k),
@@ -47,7 +49,7 @@ impl Population {
                 );
             }
             for k in 0..objects {
-                let _ = host.send(r, Input::CreateObject { tag: k as u64, spec: random_object(&mut rng, k) });
+                grid.send(r, Input::CreateObject { tag: k as u64, spec: random_object(&mut rng, k) });
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -56,7 +58,7 @@ impl Population {
             let regions = regions.to_vec();
             std::thread::Builder::new()
                 .name("population".into())
-                .spawn(move || steer(&host, &regions, avatars, &stop, rng))
+                .spawn(move || steer(&grid, &regions, avatars, &stop, rng))
                 .expect("spawning the population thread")
         };
         Population { stop, thread: Some(thread) }
@@ -100,7 +102,29 @@ fn random_object(rng: &mut SmallRng, k: usize) -> ObjectSpec {
     spec
 }
 
-fn steer(host: &host::Host, regions: &[RegionId], avatars: usize, stop: &AtomicBool, mut rng: SmallRng) {
+/// The hosts of the grid, asked in turn for a region.
+struct Grid(Vec<host::Host>);
+
+impl Grid {
+    fn send(&self, r: RegionId, input: Input) {
+        let mut input = Some(input);
+        for h in &self.0 {
+            if h.stats(r).is_ok() {
+                if let Some(i) = input.take() {
+                    let _ = h.send(r, i);
+                }
+                return;
+            }
+        }
+    }
+
+    fn with_region<T>(&self, r: RegionId, f: impl FnOnce(&world::Region) -> T) -> Option<T> {
+        let h = self.0.iter().find(|h| h.stats(r).is_ok())?;
+        h.with_region(r, f).ok()
+    }
+}
+
+fn steer(host: &Grid, regions: &[RegionId], avatars: usize, stop: &AtomicBool, mut rng: SmallRng) {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(STEER_EVERY);
         for &r in regions {
@@ -113,7 +137,7 @@ fn steer(host: &host::Host, regions: &[RegionId], avatars: usize, stop: &AtomicB
                         jump: rng.random_bool(0.05),
                         ..Default::default()
                     };
-                    let _ = host.send(r, Input::Controls { id: wanderer_id(r, k), controls });
+                    host.send(r, Input::Controls { id: wanderer_id(r, k), controls });
                 }
             }
             if rng.random_bool(0.5) {
@@ -123,7 +147,7 @@ fn steer(host: &host::Host, regions: &[RegionId], avatars: usize, stop: &AtomicB
     }
 }
 
-fn throw_a_ball(host: &host::Host, r: RegionId, rng: &mut SmallRng) {
+fn throw_a_ball(host: &Grid, r: RegionId, rng: &mut SmallRng) {
     let balls: Vec<EntityId> = host
         .with_region(r, |region| {
             region
@@ -138,5 +162,5 @@ fn throw_a_ball(host: &host::Host, r: RegionId, rng: &mut SmallRng) {
     }
     let id = balls[rng.random_range(0..balls.len())];
     let vel = Vec3::new(rng.random_range(-6.0..6.0), rng.random_range(-6.0..6.0), rng.random_range(4.0..9.0));
-    let _ = host.send(r, Input::EditObject { id, edit: ObjectEdit { vel: Some(vel), ..Default::default() } });
+    host.send(r, Input::EditObject { id, edit: ObjectEdit { vel: Some(vel), ..Default::default() } });
 }

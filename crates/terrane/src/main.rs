@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod migrate_cmd;
 mod run;
 
 use std::net::SocketAddr;
@@ -36,6 +37,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run a region host: ticks its regions on --cores threads and serves the control API.
     Host(HostArgs),
+    /// Run the orchestrator: serves the region directory (region → host, epoch) to hosts.
+    Orchestrator(OrchestratorArgs),
+    /// Move a running region to another host by live migration, showing its progress.
+    Migrate(migrate_cmd::MigrateArgs),
     /// Measure the region core and print the figures (as one JSON object with --json).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -55,9 +60,27 @@ struct HostArgs {
     /// Terrain seed for new regions.
     #[arg(long, default_value_t = 1)]
     seed: u32,
+    /// Address of the link listener (other hosts and gateways connect here); this is the
+    /// host's name in the directory and the HOST of `terrane migrate --to HOST`.
+    #[arg(long, default_value = "127.0.0.1:7171")]
+    link: SocketAddr,
+    /// Directory to register in (an orchestrator's URL, e.g. http://127.0.0.1:7000). Without
+    /// it the host keeps a private directory and cannot take part in migrations.
+    #[arg(long, value_name = "URL")]
+    directory: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Args)]
+struct OrchestratorArgs {
+    /// Address of the directory API.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// File the directory is kept in across restarts (written on every change).
+    #[arg(long, value_name = "FILE")]
+    data: Option<std::path::PathBuf>,
+}
+
+fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -66,10 +89,17 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
+    let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Host(args) => run_host(args),
+        Command::Orchestrator(args) => run_orchestrator(args),
+        Command::Migrate(args) => migrate_cmd::migrate(args),
         Command::Bench(cmd) => bench::bench(cmd),
+    };
+    if let Err(e) = result {
+        // The chain of causes, without a backtrace: this is for the person at the terminal.
+        eprintln!("terrane: error: {e:#}");
+        std::process::exit(1);
     }
 }
 
@@ -80,23 +110,52 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         config.cores = c;
     }
     let prometheus = host::metrics::prometheus();
-    let host = host::Host::start(config);
-    for r in &args.regions {
-        host.load_new(*r, None)?;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
+        let directory: std::sync::Arc<dyn directory::Directory> = match &args.directory {
+            Some(url) => std::sync::Arc::new(directory::HttpDirectory::new(url)),
+            None => std::sync::Arc::new(directory::MemoryDirectory::new()),
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        println!("terrane host: {} cores, control API on http://{}", host.cores(), listener.local_addr()?);
-        axum::serve(listener, host::api::router(host.clone(), prometheus))
+        let link = tokio::net::TcpListener::bind(args.link)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for links on {}: {e}", args.link))?;
+        let host = host::Host::start(config);
+        let net = host::net::Net::start(host.clone(), link, directory);
+        for r in &args.regions {
+            net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;
+        }
+        println!(
+            "terrane host: {} cores, control API on http://{}, links on {}",
+            host.cores(),
+            listener.local_addr()?,
+            net.name()
+        );
+        let served = axum::serve(listener, host::api::router(host.clone(), prometheus, Some(net)))
             .with_graceful_shutdown(run::stop_signal(None))
-            .await?;
+            .await;
+        host.shutdown();
+        served?;
         anyhow::Ok(())
-    })?;
-    host.shutdown();
-    Ok(())
+    })
+}
+
+fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let dir: std::sync::Arc<dyn directory::Directory> = match args.data {
+            Some(path) => std::sync::Arc::new(directory::MemoryDirectory::persistent(path)?),
+            None => std::sync::Arc::new(directory::MemoryDirectory::new()),
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        println!("terrane orchestrator: directory on http://{}/directory", listener.local_addr()?);
+        axum::serve(listener, directory::router(dir)).with_graceful_shutdown(run::stop_signal(None)).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// Parses durations like `10s`, `1m30s`, `250ms`.

@@ -1,9 +1,13 @@
-//! `terrane run`: the embedded default grid in one process.
+//! `terrane run`: the embedded default grid in one process: two hosts sharing an in-process
+//! directory, each with its control API, the default world split between them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use directory::{Directory, MemoryDirectory};
+use host::net::Net;
 use world::RegionId;
 
 use crate::demo::Population;
@@ -13,10 +17,11 @@ pub struct RunArgs {
     /// Stop by itself after this long (e.g. 10s, 2m); without it, run until Ctrl-C.
     #[arg(long = "for", value_parser = crate::parse_duration, value_name = "DURATION")]
     pub for_: Option<Duration>,
-    /// Address of the control API (HTTP: /regions, /metrics).
+    /// Control API of the first host (HTTP: /regions, /migrations, /metrics, /directory).
+    /// The second host's API is on the next port (or any free port when this one is 0).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
-    /// Threads that tick regions (default: all cores).
+    /// Threads that tick regions, per host (default: all cores).
     #[arg(long)]
     pub cores: Option<usize>,
     /// Side of the square grid of regions.
@@ -33,6 +38,12 @@ pub struct RunArgs {
     pub seed: u32,
 }
 
+/// One host of the embedded grid.
+struct Node {
+    net: Arc<Net>,
+    api: SocketAddr,
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config = host::HostConfig { seed: args.seed, ..Default::default() };
     if let Some(c) = args.cores {
@@ -40,67 +51,107 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         config.cores = c;
     }
     let prometheus = host::metrics::prometheus();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    // Bind first: a busy port is the most likely failure and should stop us before anything runs.
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(args.listen))
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (pick another with --listen)", args.listen))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let directory: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
+    let second_api = match args.listen.port() {
+        0 => args.listen,
+        p => SocketAddr::new(args.listen.ip(), p.checked_add(1).unwrap_or(0)),
+    };
 
-    let api_addr = listener.local_addr()?;
-    let host = host::Host::start(config);
+    let mut nodes = Vec::new();
+    let mut servers = Vec::new();
+    for api in [args.listen, second_api] {
+        // Bind first: a busy port is the most likely failure and should stop us early.
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(api))
+            .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
+        let api = listener.local_addr()?;
+        let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
+        let host = host::Host::start(config.clone());
+        let net = {
+            let _guard = rt.enter();
+            Net::start(host.clone(), link, directory.clone())
+        };
+        let app = host::api::router(host, prometheus.clone(), Some(net.clone()))
+            .merge(directory::router(directory.clone()));
+        servers.push((listener, app));
+        nodes.push(Node { net, api });
+    }
+
     let regions: Vec<RegionId> =
         (0..args.grid).flat_map(|y| (0..args.grid).map(move |x| RegionId::new(x, y))).collect();
-    for &r in &regions {
-        host.load_new(r, None)?;
+    for (i, &r) in regions.iter().enumerate() {
+        // The first host gets the larger half.
+        let node = &nodes[usize::from(i % 2 == 1)];
+        rt.block_on(node.net.claim_new(r, None))?;
     }
-    let population = Population::start(host.clone(), &regions, args.avatars, args.objects, args.seed);
+    let hosts: Vec<host::Host> = nodes.iter().map(|n| n.net.host().clone()).collect();
+    let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
     println!(
-        "terrane: {} regions on {} cores; control API http://{} (metrics at /metrics); {}",
+        "terrane: {} regions on 2 hosts; control APIs http://{} and http://{} (metrics at /metrics); {}",
         regions.len(),
-        host.cores(),
-        api_addr,
+        nodes[0].api,
+        nodes[1].api,
         match args.for_ {
             Some(d) => format!("stopping after {}", humantime::format_duration(d)),
             None => "Ctrl-C to stop".into(),
         }
     );
+    println!(
+        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{}",
+        nodes[0].net.name(),
+        nodes[1].net.name(),
+        nodes[1].net.name(),
+        nodes[0].api
+    );
 
     let started = Instant::now();
     let result = rt.block_on(async {
-        let server = axum::serve(listener, host::api::router(host.clone(), prometheus))
-            .with_graceful_shutdown(stop_signal(args.for_));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (listener, app) in servers {
+            tasks.spawn(async move { axum::serve(listener, app).await });
+        }
         let status = async {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             every.tick().await;
             loop {
                 every.tick().await;
-                println!("{}", status_line(&host, started.elapsed()));
+                println!("{}", status_line(&hosts, started.elapsed()));
             }
         };
         tokio::select! {
-            r = server => r.map_err(anyhow::Error::from),
+            _ = stop_signal(args.for_) => Ok(()),
+            Some(r) = tasks.join_next() => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::from(e)),
+                Err(e) => Err(anyhow::Error::from(e)),
+            },
             _ = status => Ok(()),
         }
     });
     population.stop();
-    host.shutdown();
-    println!("{}", status_line(&host, started.elapsed()));
+    for h in &hosts {
+        h.shutdown();
+    }
+    println!("{}", status_line(&hosts, started.elapsed()));
     println!("terrane: stopped cleanly");
     result
 }
 
-fn status_line(host: &host::Host, elapsed: Duration) -> String {
-    let stats = host.all_stats();
+fn status_line(hosts: &[host::Host], elapsed: Duration) -> String {
+    let stats: Vec<_> = hosts.iter().flat_map(|h| h.all_stats()).collect();
     let entities: usize = stats.iter().map(|s| s.entities).sum();
     let avatars: usize = stats.iter().map(|s| s.avatars).sum();
     let ticking = stats.iter().filter(|s| s.ticks > 0).count();
     let p99 = stats.iter().map(|s| s.tick_p99_ms).fold(0.0, f64::max);
     let overruns: u64 = stats.iter().map(|s| s.overruns).sum();
+    let per_host: Vec<String> = hosts.iter().map(|h| h.region_ids().len().to_string()).collect();
     format!(
-        "[{:>5}s] regions {} ({} ticking) · entities {} · avatars {} · tick p99 {:.2} ms · overruns {}",
+        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · tick p99 {:.2} ms · overruns {}",
         elapsed.as_secs(),
         stats.len(),
         ticking,
+        per_host.join("+"),
         entities,
         avatars,
         p99,

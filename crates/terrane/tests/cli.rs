@@ -28,8 +28,8 @@ fn run_for_a_while_shows_nine_regions_ticking_serves_metrics_and_exits_cleanly()
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let addr = first.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let status = lines.next().unwrap().unwrap();
-    assert!(status.contains("regions 9 (9 ticking)"), "{status}");
+    let status = lines.by_ref().map(Result::unwrap).find(|l| l.starts_with('[')).unwrap();
+    assert!(status.contains("regions 9 (9 ticking; 5+4 per host)"), "{status}");
     let metrics = http_get(&addr, "/metrics");
     assert!(metrics.contains("terrane_region_tick_seconds{region=\"2,2\",quantile=\"0.99\"}"), "{metrics}");
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
@@ -70,4 +70,31 @@ fn bad_arguments_are_explained() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("percentage"));
     let out = terrane().args(["host", "--regions", "a,b"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("X,Y"));
+}
+
+#[test]
+fn migrate_moves_a_region_of_a_running_grid_to_the_other_host() {
+    let mut child = terrane()
+        .args(["run", "--for", "20s", "--listen", "127.0.0.1:0", "--objects", "50"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _apis = lines.next().unwrap().unwrap();
+    let hosts = lines.next().unwrap().unwrap();
+    // "terrane: hosts A and B; move a region with: terrane migrate 1,1 --to B --api URL"
+    let to = hosts.split("--to ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let api = hosts.split("--api ").nth(1).unwrap().trim().to_string();
+    let out = terrane().args(["migrate", "0,0", "--to", &to, "--api", &api, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["committed"], true, "{v}");
+    assert!(v["freeze_ms"].as_f64().is_some(), "{v}");
+    assert!(v["rounds"].as_u64().unwrap() >= 2, "a full copy and at least the final round: {v}");
+    // The region is gone from the first host: a second request is refused, clearly.
+    let again = terrane().args(["migrate", "0,0", "--to", &to, "--api", &api]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not on this host"));
+    let _ = child.kill();
+    let _ = child.wait();
 }
