@@ -12,13 +12,17 @@ use serde::{Deserialize, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::entity::{Entity, EntityId, Kind};
-use crate::limits::{COMPRESS_ABOVE_BYTES, MAX_ENCODED_BYTES, MAX_ENTITIES, MAX_TOMBSTONES};
+use crate::limits::{
+    COMPRESS_ABOVE_BYTES, MAX_ENCODED_BYTES, MAX_ENTITIES, MAX_SCRIPTS, MAX_SCRIPT_MODULES, MAX_TEMPLATES,
+    MAX_TOMBSTONES,
+};
 use crate::region::Region;
+use crate::scripts::{ModuleBlob, ModuleHash, ScriptId, ScriptPatch, ScriptRecord, ScriptTable, Template};
 use crate::terrain::{Terrain, TerrainPatch};
 use crate::RegionId;
 
 /// Version of the canonical encoding. Bump it on any change of layout.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const MAGIC: [u8; 4] = *b"TRRN";
 const HEADER_BYTES: usize = 4 + 2 + 1 + 1 + 4 + 8;
 
@@ -94,6 +98,7 @@ struct StateRef<'a> {
     terrain: &'a Terrain,
     #[serde(serialize_with = "values_in_order")]
     entities: &'a BTreeMap<EntityId, Entity>,
+    scripts: &'a ScriptTable,
 }
 
 #[derive(Serialize)]
@@ -101,6 +106,7 @@ struct SnapshotRef<'a> {
     state: StateRef<'a>,
     tombstone_floor: u64,
     tombstones: &'a BTreeMap<EntityId, u64>,
+    script_tombstones: &'a BTreeMap<ScriptId, u64>,
 }
 
 fn values_in_order<S: Serializer>(m: &BTreeMap<EntityId, Entity>, s: S) -> Result<S::Ok, S::Error> {
@@ -146,8 +152,10 @@ struct Snapshot {
     terrain: Terrain,
     #[serde(deserialize_with = "entities_in_order")]
     entities: BTreeMap<EntityId, Entity>,
+    scripts: ScriptTable,
     tombstone_floor: u64,
     tombstones: Vec<(EntityId, u64)>,
+    script_tombstones: Vec<(ScriptId, u64)>,
 }
 
 /// Everything that changed after generation `base`, up to `generation`.
@@ -165,11 +173,25 @@ pub struct Delta {
     /// Ids deleted after `base`, with their deletion's generation, by id.
     pub removed: Vec<(EntityId, u64)>,
     pub terrain: Vec<TerrainPatch>,
+    /// Scripts changed after `base` (only their changed chunks and control), by id.
+    pub scripts: Vec<ScriptPatch>,
+    /// Scripts removed after `base`, with their removal's generation, by id.
+    pub scripts_removed: Vec<(ScriptId, u64)>,
+    /// Modules stored after `base`, by hash (modules are never removed).
+    pub modules: Vec<(ModuleHash, ModuleBlob)>,
+    /// Templates defined after `base`, by name.
+    pub templates: Vec<(String, Template)>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.entities.is_empty() && self.removed.is_empty() && self.terrain.is_empty()
+        self.entities.is_empty()
+            && self.removed.is_empty()
+            && self.terrain.is_empty()
+            && self.scripts.is_empty()
+            && self.scripts_removed.is_empty()
+            && self.modules.is_empty()
+            && self.templates.is_empty()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -205,8 +227,44 @@ impl Delta {
         if !self.water_level.is_finite() {
             return Err("water level is not a number");
         }
+        if self.scripts.len() > MAX_SCRIPTS
+            || self.scripts_removed.len() > MAX_TOMBSTONES
+            || self.modules.len() > MAX_SCRIPT_MODULES
+            || self.templates.len() > MAX_TEMPLATES
+        {
+            return Err("delta carries more scripts, modules or templates than a region holds");
+        }
+        strictly_increasing_by(self.scripts.iter().map(|p| p.id))?;
+        strictly_increasing_by(self.scripts_removed.iter().map(|r| r.0))?;
+        strictly_increasing_by(self.modules.iter().map(|m| m.0))?;
+        strictly_increasing_by(self.templates.iter().map(|t| t.0.as_str()))?;
+        for p in &self.scripts {
+            p.validate(self.base, self.generation)?;
+        }
+        for (hash, m) in &self.modules {
+            crate::scripts::validate_module(*hash, m, self.generation)?;
+            if m.gen <= self.base {
+                return Err("module generation outside the delta's range");
+            }
+        }
+        for (_, t) in &self.templates {
+            if t.gen <= self.base || t.gen > self.generation {
+                return Err("template generation outside the delta's range");
+            }
+        }
         Ok(())
     }
+}
+
+fn strictly_increasing_by<T: PartialOrd>(items: impl Iterator<Item = T>) -> Result<(), &'static str> {
+    let mut last: Option<T> = None;
+    for item in items {
+        if last.as_ref().is_some_and(|l| *l >= item) {
+            return Err("items are not in strictly increasing order");
+        }
+        last = Some(item);
+    }
+    Ok(())
 }
 
 fn strictly_increasing(ids: impl Iterator<Item = EntityId>) -> Result<(), &'static str> {
@@ -230,6 +288,7 @@ impl Region {
             next_serial: self.next_serial,
             terrain: &self.terrain,
             entities: &self.entities,
+            scripts: &self.scripts,
         }
     }
 
@@ -253,6 +312,7 @@ impl Region {
             state: self.state_ref(),
             tombstone_floor: self.tombstone_floor,
             tombstones: &self.tombstones,
+            script_tombstones: &self.script_tombstones,
         };
         let raw = postcard::to_stdvec(&snap).expect("serializing to memory cannot fail");
         seal(PayloadKind::Snapshot, compression, &raw)
@@ -267,6 +327,10 @@ impl Region {
             return Err(CodecError::Invalid("snapshot exceeds MAX_TOMBSTONES"));
         }
         strictly_increasing(s.tombstones.iter().map(|t| t.0)).map_err(CodecError::Invalid)?;
+        if s.script_tombstones.len() > MAX_TOMBSTONES {
+            return Err(CodecError::Invalid("snapshot exceeds MAX_TOMBSTONES"));
+        }
+        strictly_increasing_by(s.script_tombstones.iter().map(|t| t.0)).map_err(CodecError::Invalid)?;
         for e in s.entities.values() {
             e.validate().map_err(CodecError::Invalid)?;
             if e.gen > s.generation {
@@ -275,6 +339,9 @@ impl Region {
         }
         let entities = s.entities;
         check_links(&entities).map_err(CodecError::Invalid)?;
+        s.scripts.validate(s.generation).map_err(CodecError::Invalid)?;
+        check_script_objects(s.scripts.records.values(), |id| entities.get(&id))
+            .map_err(CodecError::Invalid)?;
         let avatars = entities.values().filter(|e| e.is_avatar()).count();
         Ok(Region {
             id: s.region,
@@ -287,6 +354,8 @@ impl Region {
             tombstones: s.tombstones.into_iter().collect(),
             tombstone_floor: s.tombstone_floor,
             avatars,
+            scripts: s.scripts,
+            script_tombstones: s.script_tombstones.into_iter().collect(),
         })
     }
 
@@ -309,6 +378,33 @@ impl Region {
             entities: self.entities.values().filter(|e| e.gen > base).cloned().collect(),
             removed: self.tombstones.iter().filter(|(_, &g)| g > base).map(|(&id, &g)| (id, g)).collect(),
             terrain: self.terrain.patches_since(base),
+            scripts: self
+                .scripts
+                .records
+                .values()
+                .filter(|r| r.gen > base)
+                .map(|r| ScriptPatch::since(r, base))
+                .collect(),
+            scripts_removed: self
+                .script_tombstones
+                .iter()
+                .filter(|(_, &g)| g > base)
+                .map(|(&id, &g)| (id, g))
+                .collect(),
+            modules: self
+                .scripts
+                .modules
+                .iter()
+                .filter(|(_, m)| m.gen > base)
+                .map(|(h, m)| (*h, m.clone()))
+                .collect(),
+            templates: self
+                .scripts
+                .templates
+                .iter()
+                .filter(|(_, t)| t.gen > base)
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect(),
         })
     }
 
@@ -323,6 +419,7 @@ impl Region {
         }
         d.validate().map_err(ApplyError::Invalid)?;
         self.check_delta_links(d).map_err(ApplyError::Invalid)?;
+        let patched = self.check_delta_scripts(d).map_err(ApplyError::Invalid)?;
         for &(id, g) in &d.removed {
             self.entities.remove(&id);
             self.tombstones.insert(id, g);
@@ -335,6 +432,20 @@ impl Region {
             self.terrain.apply_patch(p);
         }
         self.terrain.water_level = d.water_level;
+        for (hash, m) in &d.modules {
+            self.scripts.modules.insert(*hash, m.clone());
+        }
+        for (name, t) in &d.templates {
+            self.scripts.templates.insert(name.clone(), t.clone());
+        }
+        for &(id, g) in &d.scripts_removed {
+            self.scripts.records.remove(&id);
+            self.script_tombstones.insert(id, g);
+        }
+        for r in patched {
+            self.script_tombstones.remove(&r.id);
+            self.scripts.records.insert(r.id, r);
+        }
         self.generation = d.generation;
         self.tick = d.tick;
         self.now_us = d.now_us;
@@ -373,6 +484,50 @@ impl Region {
         Ok(())
     }
 
+    /// Builds the script records the delta leaves, and checks that every script of the result
+    /// runs a module the region holds, in an object it holds; nothing changes here.
+    fn check_delta_scripts(&self, d: &Delta) -> Result<Vec<ScriptRecord>, &'static str> {
+        if d.scripts.is_empty()
+            && d.scripts_removed.is_empty()
+            && d.removed.is_empty()
+            && d.templates.is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        let has_module = |h: ModuleHash| {
+            self.scripts.modules.contains_key(&h) || d.modules.binary_search_by_key(&h, |m| m.0).is_ok()
+        };
+        let mut patched = Vec::with_capacity(d.scripts.len());
+        for p in &d.scripts {
+            let r = p
+                .apply_to(d.base, self.scripts.records.get(&p.id))
+                .ok_or("a script patch does not match the replica's record")?;
+            if !has_module(r.module) {
+                return Err("a script runs a module the region does not hold");
+            }
+            patched.push(r);
+        }
+        for (name, t) in &d.templates {
+            crate::scripts::validate_template(name, t, d.generation, has_module)?;
+        }
+        let updated =
+            |id: EntityId| d.entities.binary_search_by_key(&id, |e| e.id).ok().map(|i| &d.entities[i]);
+        let removed = |id: EntityId| d.removed.binary_search_by_key(&id, |r| r.0).is_ok();
+        let entity_after = |id: EntityId| match updated(id) {
+            Some(e) => Some(e),
+            None if removed(id) => None,
+            None => self.entities.get(&id),
+        };
+        let script_removed = |id: ScriptId| d.scripts_removed.binary_search_by_key(&id, |r| r.0).is_ok();
+        check_script_objects(patched.iter(), entity_after)?;
+        let untouched =
+            self.scripts.records.values().filter(|r| {
+                !script_removed(r.id) && d.scripts.binary_search_by_key(&r.id, |p| p.id).is_err()
+            });
+        check_script_objects(untouched, entity_after)?;
+        Ok(patched)
+    }
+
     /// Decodes and applies an encoded delta.
     pub fn apply_encoded_delta(&mut self, bytes: &[u8]) -> Result<(), DeltaApplyError> {
         let d = Delta::decode(bytes)?;
@@ -397,6 +552,20 @@ fn check_links(entities: &BTreeMap<EntityId, Entity>) -> Result<(), &'static str
                 Some(root) if root.parent.is_none() && matches!(root.kind, Kind::Object(_)) => {}
                 _ => return Err("linked entity without a valid root"),
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every script lives in an object of the region.
+fn check_script_objects<'a>(
+    records: impl Iterator<Item = &'a ScriptRecord>,
+    entity: impl Fn(EntityId) -> Option<&'a Entity>,
+) -> Result<(), &'static str> {
+    for r in records {
+        match entity(r.object) {
+            Some(e) if matches!(e.kind, Kind::Object(_)) => {}
+            _ => return Err("a script lives in an object the region does not hold"),
         }
     }
     Ok(())

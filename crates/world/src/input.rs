@@ -4,6 +4,7 @@ use glam::{Quat, Vec3};
 use serde::{Deserialize, Serialize};
 
 use crate::entity::{Controls, Entity, EntityId, Shape};
+use crate::scripts::{ModuleHash, ScriptId};
 
 /// Everything that changes a region enters through one of these, applied at the start of a tick
 /// in the order given.
@@ -56,6 +57,31 @@ pub enum Input {
         y: f32,
         radius: f32,
         delta: f32,
+    },
+    /// An avatar touches an object: the object's scripts get a `touch` event this tick.
+    Touch {
+        avatar: EntityId,
+        object: EntityId,
+    },
+    /// Stores a script module (WebAssembly binary) in the region under its content hash, so
+    /// any host the region moves to can run it. Storing one already held does nothing.
+    AddModule {
+        bytes: Vec<u8>,
+    },
+    /// Puts a new script running `module` (already stored) into an object. It starts with its
+    /// `start` event when the host next runs the region's scripts.
+    AddScript {
+        object: EntityId,
+        module: ModuleHash,
+    },
+    RemoveScript {
+        id: ScriptId,
+    },
+    /// Defines (or redefines) what scripts' `create_object(name, …)` makes.
+    DefineTemplate {
+        name: String,
+        spec: ObjectSpec,
+        scripts: Vec<ModuleHash>,
     },
 }
 
@@ -120,6 +146,21 @@ pub enum InputError {
     Invalid(String),
     #[error("link refused: {0}")]
     LinkRefused(String),
+    #[error("no script {0} in this region")]
+    UnknownScript(ScriptId),
+    #[error("no module {0} in this region: store it with AddModule first")]
+    UnknownModule(ModuleHash),
+    #[error("no object template named {0:?} in this region")]
+    UnknownTemplate(String),
+    #[error("too many scripts: {0}")]
+    TooManyScripts(String),
+}
+
+/// A script effect the region refused (the tick goes on).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScriptRefused {
+    pub script: ScriptId,
+    pub error: InputError,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,4 +206,6 @@ pub struct TickOutput {
     pub terrain_changed: bool,
     /// When the next tick is due, in microseconds after this one: the region's current rate.
     pub interval_us: u64,
+    /// Script effects the region refused this tick.
+    pub script_refused: Vec<ScriptRefused>,
 }

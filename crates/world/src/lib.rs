@@ -10,13 +10,20 @@ pub mod entity;
 pub mod input;
 pub mod limits;
 pub mod region;
+pub mod scripts;
 pub mod terrain;
 
 pub use codec::{ApplyError, CodecError, Compression, Delta, DeltaApplyError, DeltaError, FORMAT_VERSION};
 pub use entity::{AvatarState, Controls, Entity, EntityId, Kind, ObjectState, Shape};
 pub use glam::{Quat, Vec3};
-pub use input::{Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput};
+pub use input::{
+    Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, ScriptRefused, TickOutput,
+};
 pub use region::Region;
+pub use scripts::{
+    MemoryChunk, ModuleHash, NoScripts, ObjectEffects, ScriptEffect, ScriptId, ScriptOutcome, ScriptPass,
+    ScriptRecord, ScriptStart, ScriptUpdate, Template, Touch,
+};
 pub use terrain::Terrain;
 
 use serde::{Deserialize, Serialize};

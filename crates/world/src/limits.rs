@@ -50,3 +50,25 @@ pub const MAX_TOMBSTONES: usize = 65_536;
 pub const MAX_ENCODED_BYTES: usize = 256 * 1024 * 1024;
 /// Payloads larger than this are compressed when encoded.
 pub const COMPRESS_ABOVE_BYTES: usize = 4 * 1024;
+
+/// A script's memory: one 64 KiB wasm page, tracked in chunks for deltas.
+pub const SCRIPT_MEMORY_BYTES: usize = 65_536;
+pub const SCRIPT_CHUNK_BYTES: usize = 4_096;
+pub const SCRIPT_CHUNKS: usize = SCRIPT_MEMORY_BYTES / SCRIPT_CHUNK_BYTES;
+/// Most scripts one region holds.
+pub const MAX_SCRIPTS: usize = 20_000;
+/// Most scripts in one object.
+pub const MAX_SCRIPTS_PER_OBJECT: usize = 16;
+/// Largest serialized control state of a script (globals, timer, listens, a full event queue
+/// of 64 events of up to 1 KiB, generator, error).
+pub const MAX_SCRIPT_CONTROL_BYTES: usize = 128 * 1024;
+/// Most distinct script modules a region holds, and the largest one. Modules are never
+/// removed from a region (they are small and shared by content hash), so this bounds them.
+pub const MAX_SCRIPT_MODULES: usize = 256;
+pub const MAX_SCRIPT_MODULE_BYTES: usize = 1024 * 1024;
+/// Most object templates a region holds, and most scripts one template puts in its object.
+pub const MAX_TEMPLATES: usize = 256;
+pub const MAX_SCRIPT_TEMPLATE_SCRIPTS: usize = 8;
+/// Most objects the scripts of a region may create in one tick; further requests are refused,
+/// so a flooding script costs the region a bounded amount.
+pub const MAX_SCRIPT_CREATIONS_PER_TICK: usize = 64;

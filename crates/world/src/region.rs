@@ -12,8 +12,14 @@ use glam::{Quat, Vec3};
 use crate::entity::{
     validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind, ObjectState, Shape,
 };
-use crate::input::{Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, TickOutput};
+use crate::input::{
+    Created, EntityChange, Input, InputError, ObjectEdit, ObjectSpec, Rejected, ScriptRefused, TickOutput,
+};
 use crate::limits::*;
+use crate::scripts::{
+    check_new_module, MemoryChunk, ModuleBlob, ModuleHash, NoScripts, ScriptEffect, ScriptId, ScriptOutcome,
+    ScriptPass, ScriptRecord, ScriptStart, ScriptTable, Template, Touch,
+};
 use crate::terrain::Terrain;
 use crate::RegionId;
 
@@ -57,6 +63,11 @@ pub struct Region {
     pub(crate) tombstone_floor: u64,
     /// Derived: number of avatars in `entities`.
     pub(crate) avatars: usize,
+    /// Script records, the modules they run and the templates they create from.
+    pub(crate) scripts: ScriptTable,
+    /// Removed scripts with the generation of their removal, for deltas (pruned with the
+    /// entity tombstones, under the same floor).
+    pub(crate) script_tombstones: BTreeMap<ScriptId, u64>,
 }
 
 /// Per-tick scratch: the generation being stamped and who was touched.
@@ -96,6 +107,8 @@ impl Region {
             tombstones: BTreeMap::new(),
             tombstone_floor: 0,
             avatars: 0,
+            scripts: ScriptTable::default(),
+            script_tombstones: BTreeMap::new(),
         }
     }
 
@@ -128,6 +141,32 @@ impl Region {
         self.avatars
     }
 
+    /// Script records by id.
+    pub fn scripts(&self) -> impl Iterator<Item = &ScriptRecord> {
+        self.scripts.records.values()
+    }
+    pub fn script(&self, id: ScriptId) -> Option<&ScriptRecord> {
+        self.scripts.records.get(&id)
+    }
+    pub fn script_count(&self) -> usize {
+        self.scripts.records.len()
+    }
+    /// The scripts in one object, by id.
+    pub fn scripts_of(&self, object: EntityId) -> impl Iterator<Item = &ScriptRecord> {
+        self.scripts.records.values().filter(move |r| r.object == object)
+    }
+    /// The bytes of a module the region holds.
+    pub fn module(&self, hash: ModuleHash) -> Option<&[u8]> {
+        self.scripts.modules.get(&hash).map(|m| m.bytes.as_slice())
+    }
+    /// Hashes of the modules the region holds.
+    pub fn modules(&self) -> impl Iterator<Item = ModuleHash> + '_ {
+        self.scripts.modules.keys().copied()
+    }
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.scripts.templates.get(name)
+    }
+
     /// Ticks per second at the region's current activity.
     pub fn rate_hz(&self) -> u32 {
         if self.avatars > 0 {
@@ -151,10 +190,23 @@ impl Region {
     }
 
     /// Advances the region by one tick at simulated time `now_us`, applying `inputs` first.
+    /// Scripts do not run (see [`Region::tick_with`]).
     ///
     /// The step integrated is the time since the previous tick, at most `MAX_TICK_DT_MS`;
     /// the first tick integrates one nominal interval.
     pub fn tick(&mut self, now_us: u64, inputs: impl IntoIterator<Item = Input>) -> TickOutput {
+        self.tick_with(now_us, inputs, &mut NoScripts)
+    }
+
+    /// Like [`Region::tick`], and runs the region's scripts through `scripts` after inputs and
+    /// motion; their effects and new states are applied in the same tick, stamped with its
+    /// generation, in script id order. So at every tick boundary the records are complete.
+    pub fn tick_with(
+        &mut self,
+        now_us: u64,
+        inputs: impl IntoIterator<Item = Input>,
+        scripts: &mut dyn ScriptPass,
+    ) -> TickOutput {
         let dt_us = if self.tick == 0 {
             self.interval_us()
         } else {
@@ -167,18 +219,23 @@ impl Region {
         let mut stamp = Stamp { gen: self.generation, dirty: Vec::new() };
         let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
 
+        let mut touches = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
             let result = if index >= MAX_INPUTS_PER_TICK {
                 Err(InputError::TooManyInputs)
             } else {
-                self.apply_input(input, &mut stamp, &mut out)
+                self.apply_input(input, &mut stamp, &mut out, &mut touches)
             };
             if let Err(error) = result {
                 out.rejected.push(Rejected { index, error });
             }
         }
+        self.drop_orphan_scripts(&out.removed);
 
         self.step_motion(dt, &mut stamp);
+
+        let outcome = scripts.run(self, &touches);
+        self.apply_script_outcome(outcome, &mut stamp, &mut out);
 
         // An entity removed and re-added in one tick is listed twice; report it once, in id order.
         stamp.dirty.sort_unstable();
@@ -204,6 +261,7 @@ impl Region {
         input: Input,
         stamp: &mut Stamp,
         out: &mut TickOutput,
+        touches: &mut Vec<Touch>,
     ) -> Result<(), InputError> {
         match input {
             Input::AddAvatar { id, name, owner, pos } => {
@@ -276,18 +334,7 @@ impl Region {
             }
             Input::EditObject { id, edit } => self.edit_object(id, edit, stamp)?,
             Input::DeleteObject { id } => {
-                let e = self.object(id)?;
-                if let Some(root) = e.parent {
-                    // Deleting a child takes it out of its linkset only.
-                    let _ = root;
-                    self.remove(id, out);
-                } else {
-                    let children: Vec<EntityId> = self.children_of(id).collect();
-                    for child in children {
-                        self.remove(child, out);
-                    }
-                    self.remove(id, out);
-                }
+                self.delete_object(id, out)?;
                 self.unseat_from_missing(stamp);
             }
             Input::Link { root, child } => self.link(root, child, stamp)?,
@@ -316,6 +363,200 @@ impl Region {
                     out.terrain_changed = true;
                 }
             }
+            Input::Touch { avatar, object } => {
+                self.avatar_mut(avatar)?;
+                self.object(object)?;
+                touches.push(Touch { avatar, object });
+            }
+            Input::AddModule { bytes } => {
+                let hash = check_new_module(&self.scripts, &bytes)?;
+                self.scripts.modules.entry(hash).or_insert(ModuleBlob { gen: stamp.gen, bytes });
+            }
+            Input::AddScript { object, module } => {
+                self.object(object)?;
+                self.add_script(object, module, None, stamp.gen)?;
+            }
+            Input::RemoveScript { id } => {
+                if self.scripts.records.remove(&id).is_none() {
+                    return Err(InputError::UnknownScript(id));
+                }
+                self.script_tombstones.insert(id, stamp.gen);
+                self.prune_tombstones();
+            }
+            Input::DefineTemplate { name, spec, scripts } => {
+                let t = Template { gen: stamp.gen, spec, scripts };
+                crate::scripts::validate_template(&name, &t, stamp.gen, |h| {
+                    self.scripts.modules.contains_key(&h)
+                })
+                .map_err(invalid)?;
+                if !self.scripts.templates.contains_key(&name)
+                    && self.scripts.templates.len() >= MAX_TEMPLATES
+                {
+                    return Err(InputError::TooManyScripts(
+                        "the region holds MAX_TEMPLATES templates".into(),
+                    ));
+                }
+                self.scripts.templates.insert(name, t);
+            }
+        }
+        Ok(())
+    }
+
+    /// A new script record, not started: the host instantiates it on its next script pass.
+    fn add_script(
+        &mut self,
+        object: EntityId,
+        module: ModuleHash,
+        creator: Option<(EntityId, i32)>,
+        gen: u64,
+    ) -> Result<ScriptId, InputError> {
+        if !self.scripts.modules.contains_key(&module) {
+            return Err(InputError::UnknownModule(module));
+        }
+        if self.scripts.records.len() >= MAX_SCRIPTS {
+            return Err(InputError::TooManyScripts("the region holds MAX_SCRIPTS scripts".into()));
+        }
+        if self.scripts.records.values().filter(|r| r.object == object).count() >= MAX_SCRIPTS_PER_OBJECT {
+            return Err(InputError::TooManyScripts("the object holds MAX_SCRIPTS_PER_OBJECT scripts".into()));
+        }
+        let id =
+            ScriptId(u64::from(self.id.x) << 48 | u64::from(self.id.y) << 32 | u64::from(self.next_serial));
+        self.next_serial = self.next_serial.wrapping_add(1);
+        if self.scripts.records.contains_key(&id) {
+            // A serial that wrapped around onto a live script: refuse rather than overwrite.
+            return Err(InputError::TooManyScripts("script serials wrapped onto a live script".into()));
+        }
+        let seed = splitmix64(u64::from(self.terrain.seed) << 32 ^ id.0 ^ self.generation);
+        self.script_tombstones.remove(&id);
+        self.scripts.records.insert(
+            id,
+            ScriptRecord {
+                id,
+                object,
+                module,
+                start: ScriptStart { seed, creator },
+                created: gen,
+                gen,
+                chunks: vec![MemoryChunk { gen, bytes: Vec::new() }; SCRIPT_CHUNKS],
+                control: Vec::new(),
+                control_gen: gen,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Scripts go with their object: records of removed entities become tombstones.
+    fn drop_orphan_scripts(&mut self, removed: &[EntityId]) {
+        if removed.is_empty() || self.scripts.records.is_empty() {
+            return;
+        }
+        let gone: Vec<ScriptId> = self
+            .scripts
+            .records
+            .values()
+            .filter(|r| !self.entities.contains_key(&r.object))
+            .map(|r| r.id)
+            .collect();
+        for id in gone {
+            self.scripts.records.remove(&id);
+            self.script_tombstones.insert(id, self.generation);
+        }
+        self.prune_tombstones();
+    }
+
+    /// Applies what the scripts did: effects in script id order, then their new states. Bad
+    /// effects are refused one by one and reported; the others still apply.
+    fn apply_script_outcome(&mut self, outcome: ScriptOutcome, stamp: &mut Stamp, out: &mut TickOutput) {
+        let removed_before = out.removed.len();
+        let mut created = 0usize;
+        debug_assert!(outcome.effects.windows(2).all(|w| w[0].script < w[1].script));
+        for fx in outcome.effects {
+            for effect in fx.effects {
+                if let Err(error) = self.apply_script_effect(fx.object, effect, &mut created, stamp, out) {
+                    out.script_refused.push(ScriptRefused { script: fx.script, error });
+                }
+            }
+        }
+        if out.removed.len() > removed_before {
+            self.unseat_from_missing(stamp);
+            self.drop_orphan_scripts(&out.removed[removed_before..].to_vec());
+        }
+        for update in outcome.updates {
+            // A script whose object was deleted by this tick's effects is gone already.
+            let Some(r) = self.scripts.records.get_mut(&update.id) else { continue };
+            let mut changed = false;
+            for (index, bytes) in update.chunks {
+                let Some(chunk) = r.chunks.get_mut(usize::from(index)) else { continue };
+                if bytes.len() != SCRIPT_CHUNK_BYTES || chunk.holds(&bytes) {
+                    continue;
+                }
+                *chunk = MemoryChunk { gen: stamp.gen, bytes: MemoryChunk::canonical(&bytes) };
+                changed = true;
+            }
+            if update.control != r.control && update.control.len() <= MAX_SCRIPT_CONTROL_BYTES {
+                r.control = update.control;
+                r.control_gen = stamp.gen;
+                changed = true;
+            }
+            if changed {
+                r.gen = stamp.gen;
+            }
+        }
+    }
+
+    fn apply_script_effect(
+        &mut self,
+        object: EntityId,
+        effect: ScriptEffect,
+        created: &mut usize,
+        stamp: &mut Stamp,
+        out: &mut TickOutput,
+    ) -> Result<(), InputError> {
+        let edit = match effect {
+            ScriptEffect::SetPos(p) => ObjectEdit { pos: Some(p), ..Default::default() },
+            ScriptEffect::SetRot(r) => ObjectEdit { rot: Some(r), ..Default::default() },
+            ScriptEffect::SetVel(v) => ObjectEdit { vel: Some(v), ..Default::default() },
+            ScriptEffect::SetScale(s) => ObjectEdit { scale: Some(s), ..Default::default() },
+            ScriptEffect::SetText(t) => ObjectEdit { text: Some(t), ..Default::default() },
+            ScriptEffect::DeleteSelf => {
+                // An earlier effect of this tick may have deleted it already.
+                if self.entities.contains_key(&object) {
+                    self.delete_object(object, out)?;
+                }
+                return Ok(());
+            }
+            ScriptEffect::CreateObject { template, pos, param } => {
+                if *created >= MAX_SCRIPT_CREATIONS_PER_TICK {
+                    return Err(InputError::TooManyScripts("MAX_SCRIPT_CREATIONS_PER_TICK reached".into()));
+                }
+                let t = self.scripts.templates.get(&template).ok_or(InputError::UnknownTemplate(template))?;
+                let (spec, modules) = (ObjectSpec { pos, ..t.spec.clone() }, t.scripts.clone());
+                *created += 1;
+                let id = self.create_object(spec, stamp)?;
+                for m in modules {
+                    self.add_script(id, m, Some((object, param)), stamp.gen)?;
+                }
+                return Ok(());
+            }
+        };
+        if !self.entities.contains_key(&object) {
+            // Deleted earlier in this tick: its remaining effects have nothing to act on.
+            return Ok(());
+        }
+        self.edit_object(object, edit, stamp)
+    }
+
+    fn delete_object(&mut self, id: EntityId, out: &mut TickOutput) -> Result<(), InputError> {
+        let e = self.object(id)?;
+        if e.parent.is_some() {
+            // Deleting a child takes it out of its linkset only.
+            self.remove(id, out);
+        } else {
+            let children: Vec<EntityId> = self.children_of(id).collect();
+            for child in children {
+                self.remove(child, out);
+            }
+            self.remove(id, out);
         }
         Ok(())
     }
@@ -483,16 +724,19 @@ impl Region {
         }
     }
 
-    /// Keeps the tombstone set bounded: drops the older half when it reaches the limit.
+    /// Keeps the tombstone sets bounded: drops the older half of a set when it reaches the
+    /// limit. Both sets share one floor: a delta must start after everything pruned.
     fn prune_tombstones(&mut self) {
-        if self.tombstones.len() <= MAX_TOMBSTONES {
-            return;
+        if self.tombstones.len() > MAX_TOMBSTONES {
+            let cut = median_gen(self.tombstones.values());
+            self.tombstones.retain(|_, g| *g > cut);
+            self.tombstone_floor = self.tombstone_floor.max(cut);
         }
-        let mut gens: Vec<u64> = self.tombstones.values().copied().collect();
-        let mid = gens.len() / 2;
-        let (_, &mut cut, _) = gens.select_nth_unstable(mid);
-        self.tombstones.retain(|_, g| *g > cut);
-        self.tombstone_floor = self.tombstone_floor.max(cut);
+        if self.script_tombstones.len() > MAX_TOMBSTONES {
+            let cut = median_gen(self.script_tombstones.values());
+            self.script_tombstones.retain(|_, g| *g > cut);
+            self.tombstone_floor = self.tombstone_floor.max(cut);
+        }
     }
 
     /// Avatars sitting on an object that is gone stand up.
@@ -696,6 +940,21 @@ fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
         e.rot = Quat::from_rotation_z(a.yaw);
     }
     e.pos != old_pos || e.vel != old_vel || a.yaw != old_yaw || a.flying != old_flying
+}
+
+fn median_gen<'a>(gens: impl Iterator<Item = &'a u64>) -> u64 {
+    let mut gens: Vec<u64> = gens.copied().collect();
+    let mid = gens.len() / 2;
+    let (_, &mut cut, _) = gens.select_nth_unstable(mid);
+    cut
+}
+
+/// SplitMix64: spreads a derived seed over all 64 bits.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn invalid(reason: impl Into<String>) -> InputError {

@@ -1,18 +1,29 @@
-//! Snapshots and deltas reproduce a region exactly: same canonical bytes, same hash.
+//! Snapshots and deltas reproduce a region exactly: same canonical bytes, same hash, with
+//! scripts writing their memory and control state and acting on the world along the way.
 
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use world::{
-    Controls, EntityId, Input, ObjectEdit, ObjectSpec, Quat, Region, RegionId, Shape, Terrain, Vec3,
+    Controls, EntityId, Input, ModuleHash, ObjectEdit, ObjectEffects, ObjectSpec, Quat, Region, RegionId,
+    ScriptEffect, ScriptId, ScriptOutcome, ScriptPass, ScriptUpdate, Shape, Terrain, Touch, Vec3,
 };
 
 const REGION: RegionId = RegionId::new(3, 7);
 const TICK_US: u64 = 22_222;
 
+/// A region with a few scripted objects already in it, so every run has scripts to mutate.
 fn base_region() -> Region {
     static TERRAIN: OnceLock<Terrain> = OnceLock::new();
-    Region::with_terrain(REGION, TERRAIN.get_or_init(|| Terrain::generate(42, REGION)).clone())
+    let mut r = Region::with_terrain(REGION, TERRAIN.get_or_init(|| Terrain::generate(42, REGION)).clone());
+    let mut setup: Vec<Input> = MODULES.iter().map(|m| Input::AddModule { bytes: m.to_vec() }).collect();
+    setup.extend((0..4).map(|t| Input::CreateObject { tag: t, spec: ObjectSpec::default() }));
+    // Serials 1..=4 went to the objects; the scripts get the next ones.
+    setup.extend((0..4u8).map(|k| Input::AddScript { object: object(k), module: module(k) }));
+    let out = r.tick(0, setup);
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(r.script_count(), 4);
+    r
 }
 
 fn avatar(k: u8) -> EntityId {
@@ -22,6 +33,77 @@ fn avatar(k: u8) -> EntityId {
 /// Objects get serial ids from their region; the first few dozen are the likely ones.
 fn object(k: u8) -> EntityId {
     EntityId(u64::from(REGION.x) << 48 | u64::from(REGION.y) << 32 | u64::from(1 + k % 24))
+}
+
+/// Scripts take ids from the same serial as objects.
+fn script(k: u8) -> ScriptId {
+    ScriptId(object(k).0)
+}
+
+/// Three stand-in module binaries: the region stores bytes; only a host compiles them.
+const MODULES: [&[u8]; 3] = [b"\0asm module one", b"\0asm module two", b"\0asm module three"];
+
+fn module(k: u8) -> ModuleHash {
+    ModuleHash::of(MODULES[usize::from(k) % MODULES.len()])
+}
+
+/// What a stand-in script does in one tick: write a chunk, change its control state, act.
+#[derive(Clone, Debug)]
+struct Action {
+    pick: u8,
+    chunk: u8,
+    byte: u8,
+    effect: u8,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    (any::<u8>(), 0u8..16, any::<u8>(), 0u8..8).prop_map(|(pick, chunk, byte, effect)| Action {
+        pick,
+        chunk,
+        byte,
+        effect,
+    })
+}
+
+/// Plays a script pass from a list of actions, deterministically from the region's records.
+struct Stand(Vec<Action>);
+
+impl ScriptPass for Stand {
+    fn run(&mut self, region: &Region, touches: &[Touch]) -> ScriptOutcome {
+        let records: Vec<_> = region.scripts().map(|r| (r.id, r.object, r.control.clone())).collect();
+        let mut out = ScriptOutcome::default();
+        if records.is_empty() {
+            return out;
+        }
+        let mut effects = std::collections::BTreeMap::<ScriptId, ObjectEffects>::new();
+        for a in self.0.drain(..) {
+            let (id, object, control) = &records[usize::from(a.pick) % records.len()];
+            let mut bytes = vec![0u8; 4096];
+            bytes[usize::from(a.byte) % 4096] = a.byte;
+            let mut control = control.clone();
+            control.push(a.byte ^ touches.len() as u8);
+            out.updates.push(ScriptUpdate { id: *id, chunks: vec![(a.chunk, bytes)], control });
+            let effect = match a.effect {
+                0 => ScriptEffect::SetPos(Vec3::new(f32::from(a.byte), 40.0, 30.0)),
+                1 => ScriptEffect::SetText(format!("byte {}", a.byte)),
+                2 => ScriptEffect::CreateObject {
+                    template: "seed".into(),
+                    pos: Vec3::new(f32::from(a.byte), 10.0, 30.0),
+                    param: i32::from(a.byte),
+                },
+                3 => ScriptEffect::DeleteSelf,
+                4 => ScriptEffect::SetScale(Vec3::splat(-1.0)),
+                _ => continue,
+            };
+            effects
+                .entry(*id)
+                .or_insert_with(|| ObjectEffects { script: *id, object: *object, effects: Vec::new() })
+                .effects
+                .push(effect);
+        }
+        out.effects = effects.into_values().collect();
+        out
+    }
 }
 
 fn vec3(range: f32) -> impl Strategy<Value = Vec3> {
@@ -84,12 +166,34 @@ fn input() -> impl Strategy<Value = Input> {
         any::<u8>().prop_map(|k| Input::Stand { avatar: avatar(k) }),
         (0.0f32..256.0, 0.0f32..256.0, 1.0f32..20.0, -5.0f32..5.0)
             .prop_map(|(x, y, radius, delta)| Input::EditTerrain { x, y, radius, delta }),
+        any::<u8>()
+            .prop_map(|k| Input::AddModule { bytes: MODULES[usize::from(k) % MODULES.len()].to_vec() }),
+        (any::<u8>(), any::<u8>())
+            .prop_map(|(o, m)| Input::AddScript { object: object(o), module: module(m) }),
+        (any::<u8>(), any::<u8>())
+            .prop_map(|(o, m)| Input::AddScript { object: object(o), module: module(m) }),
+        any::<u8>().prop_map(|k| Input::RemoveScript { id: script(k) }),
+        any::<u8>().prop_map(|m| Input::DefineTemplate {
+            name: "seed".into(),
+            spec: ObjectSpec { name: "seedling".into(), ..Default::default() },
+            scripts: vec![module(m)],
+        }),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, o)| Input::Touch { avatar: avatar(a), object: object(o) }),
     ]
 }
 
-/// A run: ticks of inputs, each tick with its own time step (late ticks included).
-fn run() -> impl Strategy<Value = Vec<(u64, Vec<Input>)>> {
-    proptest::collection::vec((1u64..3 * TICK_US, proptest::collection::vec(input(), 0..6)), 1..40)
+/// One tick of a run: its time step (late ticks included), its inputs, what its scripts do.
+type Step = (u64, Vec<Input>, Vec<Action>);
+
+fn run() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        (
+            1u64..3 * TICK_US,
+            proptest::collection::vec(input(), 0..6),
+            proptest::collection::vec(action(), 0..4),
+        ),
+        1..40,
+    )
 }
 
 fn assert_same(a: &Region, b: &Region) {
@@ -106,10 +210,10 @@ proptest! {
         let mut replica = Region::from_snapshot(&region.snapshot()).unwrap();
         assert_same(&region, &replica);
         let mut now = 0;
-        for (dt, inputs) in ticks {
+        for (dt, inputs, actions) in ticks {
             let base = region.generation();
             now += dt;
-            region.tick(now, inputs);
+            region.tick_with(now, inputs, &mut Stand(actions));
             let delta = region.delta_since(base).unwrap();
             replica.apply_encoded_delta(&delta.encode()).unwrap();
             assert_same(&region, &replica);
@@ -124,16 +228,16 @@ proptest! {
     ) {
         let mut region = base_region();
         let mut now = 0;
-        for (dt, inputs) in before {
+        for (dt, inputs, actions) in before {
             now += dt;
-            region.tick(now, inputs);
+            region.tick_with(now, inputs, &mut Stand(actions));
         }
         let mut replica = Region::from_snapshot(&region.snapshot()).unwrap();
         assert_same(&region, &replica);
         // Pre-copy style: deltas cover a varying number of ticks each.
-        for ((dt, inputs), send) in after.into_iter().zip(rounds) {
+        for ((dt, inputs, actions), send) in after.into_iter().zip(rounds) {
             now += dt;
-            region.tick(now, inputs);
+            region.tick_with(now, inputs, &mut Stand(actions));
             if send {
                 let delta = region.delta_since(replica.generation()).unwrap();
                 replica.apply_delta(&delta).unwrap();
@@ -153,10 +257,10 @@ proptest! {
         let mut a = base_region();
         let mut b = base_region();
         let mut now = 0;
-        for (dt, inputs) in ticks {
+        for (dt, inputs, actions) in ticks {
             now += dt;
-            let oa = a.tick(now, inputs.clone());
-            let ob = b.tick(now, inputs);
+            let oa = a.tick_with(now, inputs.clone(), &mut Stand(actions.clone()));
+            let ob = b.tick_with(now, inputs, &mut Stand(actions));
             prop_assert_eq!(oa, ob);
         }
         assert_same(&a, &b);
