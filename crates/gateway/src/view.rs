@@ -312,7 +312,7 @@ mod tests {
         let mut mirror = Mirror::default();
         let out = tick(1, (1..=500).map(|i| object(i, 128.0 + (i % 100) as f32, 128.0)));
         mirror.apply(&out);
-        let mut view = View::new(EntityId(9), R, Vec3::new(128.0, 128.0, 20.0), 128.0);
+        let mut view = View::new(EntityId(100_000), R, Vec3::new(128.0, 128.0, 20.0), 128.0);
         view.scan(&[(R, &mirror)]);
         let first = view.flush(R, 1, &mirror, 20 * ESTIMATED_FULL_BYTES as i64, Encoding::Binary, true);
         assert_eq!(first.len(), 1);
@@ -337,7 +337,7 @@ mod tests {
         let mut mirror = Mirror::default();
         let out = tick(7, (1..=2500).map(|i| object(i, 100.0 + (i % 50) as f32, 128.0)));
         mirror.apply(&out);
-        let mut view = View::new(EntityId(9), R, Vec3::new(128.0, 128.0, 20.0), 128.0);
+        let mut view = View::new(EntityId(100_000), R, Vec3::new(128.0, 128.0, 20.0), 128.0);
         view.on_tick(R, &out, &mirror);
         let updates = view.flush(R, 7, &mirror, i64::MAX, Encoding::Binary, false);
         assert_eq!(updates.len(), 3);
@@ -360,7 +360,13 @@ mod tests {
             tick: 2,
             changes: vec![EntityChange::Full({
                 let mut me = object(9, 200.0, 128.0);
-                me.kind = Kind::Avatar(Default::default());
+                me.kind = Kind::Avatar(world::AvatarState {
+                    controls: Default::default(),
+                    yaw: 0.0,
+                    flying: false,
+                    grounded: true,
+                    seat: None,
+                });
                 me
             })],
             ..Default::default()
