@@ -65,6 +65,8 @@ pub fn router(host: Host, prometheus: PrometheusHandle, net: Option<Arc<Net>>) -
         .route("/regions", get(list))
         .route("/regions/{region}", get(one).post(load).delete(unload))
         .route("/regions/{region}/migrate", axum::routing::post(migrate))
+        .route("/regions/{region}/snapshot", get(snapshot))
+        .route("/regions/{region}/restore", axum::routing::post(restore))
         .route("/migrations", get(migrations))
         .route("/migrations/{id}", get(migration))
         .with_state(ApiState { host, prometheus, net })
@@ -95,6 +97,9 @@ pub struct MigrateRequest {
     pub max_bytes_factor: Option<f64>,
     /// "freeze" (default: freeze anyway up to five ticks) or "abort", when rounds do not converge.
     pub on_no_convergence: Option<String>,
+    /// "pre-copy" (default) or "stop-and-copy" (freeze first, then copy everything).
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,7 +119,13 @@ async fn migrate(
     let Some(net) = s.net.clone() else {
         return fail(StatusCode::NOT_IMPLEMENTED, "this host runs without links: it cannot migrate regions");
     };
-    let mut policy = migrate::Policy::default();
+    let mut policy = match req.strategy.as_deref() {
+        None | Some("pre-copy") => migrate::Policy::default(),
+        Some("stop-and-copy") => migrate::Policy::stop_and_copy(),
+        Some(other) => {
+            return fail(StatusCode::BAD_REQUEST, format!("strategy is \"pre-copy\" or \"stop-and-copy\", not {other:?}"))
+        }
+    };
     if let Some(ms) = req.freeze_budget_ms {
         if !(ms.is_finite() && ms >= 0.0) {
             return fail(StatusCode::BAD_REQUEST, "freeze_budget_ms must be a non-negative number");
@@ -142,6 +153,40 @@ async fn migrate(
     }
     match net.migrate(id, req.to, policy).await {
         Ok(m) => (StatusCode::ACCEPTED, Json(MigrateStarted { id: m.0 })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The region's snapshot at the current tick boundary (the canonical, compressed encoding).
+async fn snapshot(State(s): State<ApiState>, Path(region): Path<String>) -> Response {
+    let id = match parse_region(&region) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match s.host.with_region(id, |r| r.snapshot()) {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Restarts a region here from a snapshot and takes it over in the directory (the previous
+/// owner is presumed dead): the "restart" way of moving a region, and the failover path.
+async fn restore(State(s): State<ApiState>, Path(region): Path<String>, body: axum::body::Bytes) -> Response {
+    let id = match parse_region(&region) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let state = match world::Region::from_snapshot(&body) {
+        Ok(r) if r.id() == id => r,
+        Ok(r) => return fail(StatusCode::BAD_REQUEST, format!("the snapshot is of region {}, not {id}", r.id())),
+        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("not a usable snapshot: {e}")),
+    };
+    let result = match &s.net {
+        Some(net) => net.take_over(state).await,
+        None => s.host.load(state).map_err(NetError::from),
+    };
+    match result {
+        Ok(()) => (StatusCode::CREATED, Json(s.host.stats(id).ok())).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -364,7 +364,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     let started = Instant::now();
     let now = shared.epoch.elapsed().as_micros() as u64;
     let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
-    let migration = slot.migration.lock();
+    let mut migration = slot.migration.lock();
     if migration.as_ref().is_some_and(|m| !m.should_tick()) {
         // Frozen for a migration: no tick, and the inputs wait for whoever ticks next.
         drop(migration);
@@ -376,11 +376,17 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     }
     let mut region = slot.region.lock();
     let out = region.tick(sim_now, inputs);
+    // The tick is done: this is the "last tick" a freeze is measured from.
+    let unix = unix_us();
+    slot.last_tick_unix.store(unix, Ordering::SeqCst);
+    if let Some(m) = migration.as_mut() {
+        // Right after a tick is the one moment a freeze costs nothing extra: the next round
+        // (or the final one) is cut here, on the tick thread.
+        m.on_tick_boundary(shared.epoch.elapsed().as_micros() as u64, &region);
+    }
     let (entities, avatars) = (region.entity_count(), region.avatar_count());
     drop(region);
     drop(migration);
-    let unix = unix_us();
-    slot.last_tick_unix.store(unix, Ordering::SeqCst);
     if let Some(hook) = slot.first_tick.lock().take() {
         hook(unix);
     }

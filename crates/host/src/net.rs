@@ -177,6 +177,22 @@ impl Net {
         Ok(())
     }
 
+    /// Loads a region restored from a snapshot and takes it over in the directory, fencing
+    /// whoever held it (they must be dead: this is how a region restarts elsewhere).
+    pub async fn take_over(&self, state: world::Region) -> Result<(), NetError> {
+        let region = state.id();
+        loop {
+            let current = self.directory.get(region).await?;
+            let next = Placement { host: self.name.clone(), epoch: current.as_ref().map_or(1, |p| p.epoch + 1) };
+            if self.directory.compare_and_swap(region, current.map(|p| p.epoch), next).await? {
+                break;
+            }
+        }
+        self.moved.lock().remove(&region);
+        self.host.load(state)?;
+        Ok(())
+    }
+
     /// An input for a region wherever it is: here, arriving here, or moved on.
     pub fn input(&self, region: RegionId, input: Input) {
         self.deliver_input(region, input);
@@ -467,10 +483,7 @@ impl Net {
             let (msgs, events, timeout, report) = {
                 let mut m = slot.migration.lock();
                 let Some(s) = m.as_mut() else { return };
-                {
-                    let r = slot.region.lock();
-                    s.on_tick_boundary(now, &r);
-                }
+                // Rounds are cut by the tick thread right after each tick (see run_tick).
                 let msgs: Vec<Msg> = std::iter::from_fn(|| s.poll_transmit()).collect();
                 let events: Vec<SourceEvent> = std::iter::from_fn(|| s.poll_event()).collect();
                 (msgs, events, s.poll_timeout(), s.report())

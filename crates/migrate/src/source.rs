@@ -25,6 +25,9 @@ pub struct Policy {
     pub on_no_convergence: NoConvergence,
     /// Link speed assumed until measured (bytes per second).
     pub assumed_bandwidth: f64,
+    /// Copy while running (pre-copy). Off: freeze first, then copy everything in one round
+    /// (stop-and-copy, the baseline pre-copy is measured against).
+    pub pre_copy: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -44,7 +47,15 @@ impl Default for Policy {
             max_bytes_factor: DEFAULT_MAX_BYTES_FACTOR,
             on_no_convergence: NoConvergence::FreezeAnyway { cap_us: DEFAULT_FORCED_FREEZE_CAP_US },
             assumed_bandwidth: DEFAULT_ASSUMED_BANDWIDTH,
+            pre_copy: true,
         }
+    }
+}
+
+impl Policy {
+    /// Freeze at once and copy the whole region while frozen.
+    pub fn stop_and_copy() -> Policy {
+        Policy { pre_copy: false, ..Policy::default() }
     }
 }
 
@@ -304,6 +315,10 @@ impl Source {
         let Some(acked) = self.acked_generation else {
             let bytes = region.snapshot();
             self.first_round_bytes = bytes.len() as u64;
+            if !self.policy.pre_copy {
+                let estimate = self.estimate_us(bytes.len() as u64);
+                return self.freeze(now, region, Payload::Snapshot, bytes, estimate, false);
+            }
             return self.send_round(now, Payload::Snapshot, bytes, region.generation(), None);
         };
         if region.generation() == acked && self.estimate_us(0) > self.policy.freeze_budget_us {

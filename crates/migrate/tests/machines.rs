@@ -153,3 +153,19 @@ fn messages_from_the_wire_are_checked() {
     chunk.truncate(3);
     assert!(Msg::decode(&chunk).is_err());
 }
+
+#[test]
+fn stop_and_copy_freezes_first_and_sends_everything_in_one_final_round() {
+    let r = region();
+    let mut s = Source::start(ID, R, 3, Policy::stop_and_copy(), 0);
+    let Some(Msg::Prepare { id, region: rid, epoch }) = s.poll_transmit() else { panic!() };
+    let mut t = Target::new(0, id, rid, epoch);
+    t.poll_event();
+    t.prepared(0);
+    exchange(0, &mut s, &mut t);
+    s.on_tick_boundary(10, &r);
+    assert_eq!(s.phase(), Phase::Frozen);
+    exchange(20, &mut s, &mut t);
+    assert_eq!(t.phase(), TargetPhase::AwaitingCommit);
+    assert_eq!(s.report().rounds, 1);
+}

@@ -65,6 +65,7 @@ impl Scenario {
                 };
             }
             1 => policy.assumed_bandwidth = 1e3,
+            2 => policy.pre_copy = false,
             _ => {}
         }
         Scenario {

@@ -15,6 +15,9 @@ pub enum BenchCommand {
     Tick(TickArgs),
     /// Encode and decode snapshots of one region and measure the deltas of a churning one.
     Snapshot(SnapshotArgs),
+    /// Move a busy region back and forth between two host processes: pre-copy live migration
+    /// against stop-and-copy against restart, in one run.
+    Migrate(crate::bench_migrate::MigrateBenchArgs),
 }
 
 #[derive(Args)]
@@ -55,10 +58,11 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Tick(a) => emit(&tick(&a)?, a.json),
         BenchCommand::Snapshot(a) => emit(&snapshot(&a)?, a.json),
+        BenchCommand::Migrate(a) => crate::bench_migrate::bench(a),
     }
 }
 
-fn emit<T: Serialize>(report: &T, json: bool) -> anyhow::Result<()> {
+pub fn emit<T: Serialize>(report: &T, json: bool) -> anyhow::Result<()> {
     let value = serde_json::to_value(report)?;
     if json {
         println!("{value}");

@@ -1,6 +1,7 @@
 //! `terrane`: run a small grid, run a host, or measure the region core.
 
 mod bench;
+mod bench_migrate;
 mod demo;
 mod migrate_cmd;
 mod run;

@@ -26,6 +26,9 @@ pub struct MigrateArgs {
     /// When the rounds do not converge: freeze anyway (up to five ticks) or abort.
     #[arg(long, value_parser = ["freeze", "abort"])]
     on_no_convergence: Option<String>,
+    /// pre-copy (live, the default) or stop-and-copy (freeze first, then copy everything).
+    #[arg(long, value_parser = ["pre-copy", "stop-and-copy"])]
+    strategy: Option<String>,
     /// Give up waiting for the outcome after this long.
     #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     timeout: Duration,
@@ -48,6 +51,7 @@ async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         max_rounds: args.max_rounds,
         max_bytes_factor: None,
         on_no_convergence: args.on_no_convergence.clone(),
+        strategy: args.strategy.clone(),
     };
     let resp = client
         .post(format!("{api}/regions/{}/migrate", args.region))
