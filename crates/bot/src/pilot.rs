@@ -151,7 +151,7 @@ impl Pilot {
             return match self.behaviour {
                 // Dancing: turn one way, then the other, every second.
                 Behaviour::Club => {
-                    let phase = now.duration_since(at).as_secs() % 2 == 0;
+                    let phase = now.duration_since(at).as_secs().is_multiple_of(2);
                     Controls { turn: if phase { 1 } else { -1 }, ..Controls::default() }
                 }
                 _ => {
