@@ -7,6 +7,7 @@
 pub mod api;
 pub mod metrics;
 pub mod net;
+pub mod scripting;
 pub mod stats;
 
 use std::cmp::Reverse;
@@ -76,6 +77,8 @@ pub(crate) struct RegionSlot {
     /// Distinguishes this load from an earlier one of the same region in the schedule.
     incarnation: u64,
     metrics: RegionMetrics,
+    /// The region's live script instances (derived from its records; locked inside `region`).
+    scripts: Mutex<scripting::RegionScripts>,
 }
 
 struct RegionMetrics {
@@ -111,6 +114,7 @@ struct Shared {
     stop: AtomicBool,
     next_incarnation: Mutex<u64>,
     observers: RwLock<Vec<TickObserver>>,
+    scripts: scripting::LazyScriptHost,
 }
 
 /// A running host. Cloning shares it; [`Host::shutdown`] stops its workers.
@@ -132,6 +136,10 @@ impl Host {
             stop: AtomicBool::new(false),
             next_incarnation: Mutex::new(0),
             observers: RwLock::new(Vec::new()),
+            scripts: scripting::LazyScriptHost::new(scripting::ScriptConfig {
+                threads: cores,
+                ..Default::default()
+            }),
         });
         let workers = (0..cores)
             .map(|i| {
@@ -192,6 +200,7 @@ impl Host {
             stats: Mutex::new(TickStats::default()),
             incarnation,
             metrics: RegionMetrics::new(id),
+            scripts: Mutex::new(scripting::RegionScripts::default()),
         };
         *slot.first_tick.lock() = hook;
         regions.insert(id, Arc::new(slot));
@@ -264,6 +273,7 @@ impl Host {
             (r.tick_number(), r.generation(), r.rate_hz(), r.entity_count(), r.avatar_count(), r.state_hash())
         };
         let queued_inputs = slot.inputs.lock().len();
+        let scripts = slot.scripts.lock().stats();
         let s = slot.stats.lock();
         let (p50, p99) = s.percentiles();
         Ok(RegionStats {
@@ -282,6 +292,11 @@ impl Host {
             late: s.late,
             queued_inputs,
             state_hash: format!("{hash:016x}"),
+            scripts: scripts.scripts,
+            script_events: scripts.events_total,
+            script_events_per_s: scripts.events_per_s,
+            script_time_ms: scripts.time_ms,
+            script_errors: scripts.errors,
         })
     }
 
@@ -375,7 +390,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         return due + 1_000_000 / u64::from(world::limits::ACTIVE_TICK_HZ);
     }
     let mut region = slot.region.lock();
-    let out = region.tick(sim_now, inputs);
+    let out = slot.scripts.lock().tick(&shared.scripts, &mut region, sim_now, inputs);
     // The tick is done: this is the "last tick" a freeze is measured from.
     let unix = unix_us();
     slot.last_tick_unix.store(unix, Ordering::SeqCst);

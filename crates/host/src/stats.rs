@@ -67,4 +67,18 @@ pub struct RegionStats {
     pub late: u64,
     pub queued_inputs: usize,
     pub state_hash: String,
+    /// Scripts in the region (running, stopped by an error, or unable to run here).
+    #[serde(default)]
+    pub scripts: usize,
+    /// Script events run since the region came to this host, and per second lately.
+    #[serde(default)]
+    pub script_events: u64,
+    #[serde(default)]
+    pub script_events_per_s: f64,
+    /// Mean time per tick spent running scripts, recently.
+    #[serde(default)]
+    pub script_time_ms: f64,
+    /// Scripts stopped by an error, or whose module or state this host refused.
+    #[serde(default)]
+    pub script_errors: usize,
 }

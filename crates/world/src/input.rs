@@ -77,6 +77,13 @@ pub enum Input {
     RemoveScript {
         id: ScriptId,
     },
+    /// Creates an object from a template, with the template's scripts in it. `tag` is
+    /// echoed back in [`TickOutput::created`] with the new id.
+    Rez {
+        tag: u64,
+        template: String,
+        pos: Vec3,
+    },
     /// Defines (or redefines) what scripts' `create_object(name, …)` makes.
     DefineTemplate {
         name: String,

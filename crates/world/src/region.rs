@@ -383,6 +383,10 @@ impl Region {
                 self.script_tombstones.insert(id, stamp.gen);
                 self.prune_tombstones();
             }
+            Input::Rez { tag, template, pos } => {
+                let id = self.rez(&template, pos, None, stamp)?;
+                out.created.push(Created { tag, id });
+            }
             Input::DefineTemplate { name, spec, scripts } => {
                 let t = Template { gen: stamp.gen, spec, scripts };
                 crate::scripts::validate_template(&name, &t, stamp.gen, |h| {
@@ -442,6 +446,30 @@ impl Region {
                 control_gen: gen,
             },
         );
+        Ok(id)
+    }
+
+    /// An object made from a template, with its scripts.
+    fn rez(
+        &mut self,
+        template: &str,
+        pos: Vec3,
+        creator: Option<(EntityId, i32)>,
+        stamp: &mut Stamp,
+    ) -> Result<EntityId, InputError> {
+        let t = self
+            .scripts
+            .templates
+            .get(template)
+            .ok_or_else(|| InputError::UnknownTemplate(template.into()))?;
+        let (spec, modules) = (ObjectSpec { pos, ..t.spec.clone() }, t.scripts.clone());
+        if self.scripts.records.len() + modules.len() > MAX_SCRIPTS {
+            return Err(InputError::TooManyScripts("the region holds MAX_SCRIPTS scripts".into()));
+        }
+        let id = self.create_object(spec, stamp)?;
+        for m in modules {
+            self.add_script(id, m, creator, stamp.gen)?;
+        }
         Ok(id)
     }
 
@@ -529,13 +557,8 @@ impl Region {
                 if *created >= MAX_SCRIPT_CREATIONS_PER_TICK {
                     return Err(InputError::TooManyScripts("MAX_SCRIPT_CREATIONS_PER_TICK reached".into()));
                 }
-                let t = self.scripts.templates.get(&template).ok_or(InputError::UnknownTemplate(template))?;
-                let (spec, modules) = (ObjectSpec { pos, ..t.spec.clone() }, t.scripts.clone());
                 *created += 1;
-                let id = self.create_object(spec, stamp)?;
-                for m in modules {
-                    self.add_script(id, m, Some((object, param)), stamp.gen)?;
-                }
+                self.rez(&template, pos, Some((object, param)), stamp)?;
                 return Ok(());
             }
         };

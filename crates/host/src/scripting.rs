@@ -1,0 +1,572 @@
+//! Runs the scripts of the host's regions: live wasmtime instances derived from the regions'
+//! script records (like a physics engine's bodies), run in parallel on the host's pool inside
+//! each region tick, with their effects and new states written back through the region's door.
+//!
+//! At every tick boundary a region's records equal its live instances, so snapshots, deltas
+//! and migrations carry scripts without knowing about wasmtime. A region that arrives on a host
+//! (a load, a migration) gets live instances made from its records on its first tick here.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use script::{
+    run_batch, ChatRange, Effect, EngineConfig, Event, GlobalValue, Pose, Script, ScriptEngine, ScriptModule,
+    ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,
+};
+use serde::{Deserialize, Serialize};
+use world::limits::{MAX_SCRIPTS, REGION_SIZE};
+use world::{
+    EntityId, Input, ModuleHash, ObjectEffects, Region, RegionId, ScriptEffect, ScriptId, ScriptOutcome,
+    ScriptPass, ScriptRecord, ScriptUpdate, TickOutput, Touch, Vec3,
+};
+
+/// How often the epoch ticker moves wasmtime's epoch: the unit of script time budgets.
+pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
+/// Share of a region's tick interval its scripts may use before the rest wait for the next
+/// tick (and a handler still running is stopped). A quarter: motion, streaming and the
+/// region's other work keep the rest.
+pub const SCRIPT_BUDGET_SHARE: f64 = 0.25;
+/// Ticks over which script events per second and script time are averaged.
+pub const SCRIPT_STATS_WINDOW: usize = 256;
+/// Side of the cells of the per-tick sensor grid, in metres.
+const SENSOR_CELL: f32 = 16.0;
+const SENSOR_CELLS: usize = (REGION_SIZE / SENSOR_CELL) as usize;
+
+/// How the host runs scripts.
+#[derive(Clone, Debug)]
+pub struct ScriptConfig {
+    /// Threads of the pool scripts run on (the host's cores).
+    pub threads: usize,
+    /// Whether ticks have a time budget (`SCRIPT_BUDGET_SHARE` of the interval). Without it
+    /// only fuel limits scripts, and a region's scripts are exactly reproducible from its
+    /// inputs on any number of threads (a budget that runs out defers events by wall time).
+    pub time_budget: bool,
+    /// Most script instances alive on the host (wasmtime pooling slots).
+    pub max_scripts: u32,
+}
+
+impl Default for ScriptConfig {
+    fn default() -> ScriptConfig {
+        ScriptConfig {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            time_budget: true,
+            max_scripts: MAX_SCRIPTS as u32,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptHostError {
+    #[error("the script engine could not be built: {0}")]
+    Engine(#[from] script::EngineError),
+    #[error("the script thread pool of {threads} threads could not be built: {message}")]
+    Pool { threads: usize, message: String },
+}
+
+/// The host's script machinery: one engine (compiled modules shared by all regions), one
+/// thread pool, and the thread that moves the engine's epoch for time budgets.
+pub struct ScriptHost {
+    engine: ScriptEngine,
+    pool: rayon::ThreadPool,
+    config: ScriptConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for ScriptHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptHost").field("config", &self.config).finish()
+    }
+}
+
+impl ScriptHost {
+    pub fn new(config: ScriptConfig) -> Result<ScriptHost, ScriptHostError> {
+        let engine =
+            ScriptEngine::new(EngineConfig { max_scripts: config.max_scripts, ..Default::default() })?;
+        let threads = config.threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("script-{i}"))
+            .build()
+            .map_err(|e| ScriptHostError::Pool { threads, message: e.to_string() })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        if config.time_budget {
+            let ticker = engine.ticker();
+            let stop = stop.clone();
+            // Not joined: it only sleeps and bumps a counter, and ends within one period of
+            // the host's drop.
+            std::thread::Builder::new()
+                .name("script-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_PERIOD);
+                        ticker.tick();
+                    }
+                })
+                .map_err(|e| ScriptHostError::Pool { threads: 1, message: e.to_string() })?;
+        }
+        Ok(ScriptHost { engine, pool, config, stop })
+    }
+
+    pub fn engine(&self) -> &ScriptEngine {
+        &self.engine
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    fn budget(&self, interval_us: u64) -> TickBudget {
+        if !self.config.time_budget {
+            return TickBudget::UNLIMITED;
+        }
+        let share = (interval_us as f64 * SCRIPT_BUDGET_SHARE) as u64;
+        self.engine.budget((share / EPOCH_PERIOD.as_micros() as u64).max(1))
+    }
+}
+
+impl Drop for ScriptHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A `ScriptHost` made on first use, so hosts whose regions have no scripts never build an
+/// engine (its pooling allocator reserves address space for every slot).
+#[derive(Default)]
+pub struct LazyScriptHost {
+    config: ScriptConfig,
+    cell: OnceLock<Result<Arc<ScriptHost>, String>>,
+}
+
+impl LazyScriptHost {
+    pub fn new(config: ScriptConfig) -> LazyScriptHost {
+        LazyScriptHost { config, cell: OnceLock::new() }
+    }
+
+    pub fn get(&self) -> Result<&Arc<ScriptHost>, &str> {
+        self.cell
+            .get_or_init(|| {
+                ScriptHost::new(self.config.clone()).map(Arc::new).map_err(|e| {
+                    tracing::error!("scripts will not run on this host: {e}");
+                    e.to_string()
+                })
+            })
+            .as_ref()
+            .map_err(|e| e.as_str())
+    }
+}
+
+/// A script's state besides its memory: what a region record's control blob holds.
+#[derive(Serialize, Deserialize)]
+struct Control {
+    version: u64,
+    globals: Vec<GlobalValue>,
+    vars: ScriptVars,
+}
+
+/// Bookkeeping next to one live script.
+struct Meta {
+    /// The version last written to the region's record; `None` until the first write, which
+    /// writes the whole memory (a fresh instance holds the module's data, the record zeros).
+    synced: Option<u64>,
+    /// Set when something (an event, a timer) may have changed the script since.
+    dirty: bool,
+}
+
+/// What the scripts of one region did, for its statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScriptTickReport {
+    pub events: u64,
+    pub deferred: usize,
+    pub delivered: usize,
+    pub cost: Duration,
+}
+
+/// The live side of one region's scripts: instances by id, and their statistics.
+#[derive(Default)]
+pub struct RegionScripts {
+    live: Vec<Script>,
+    meta: Vec<Meta>,
+    /// Records that cannot run here (module refused, state unreadable), with the reason.
+    broken: BTreeMap<ScriptId, String>,
+    modules: HashMap<ModuleHash, Arc<ScriptModule>>,
+    recent: VecDeque<(Instant, u64, Duration)>,
+    events_total: u64,
+}
+
+impl std::fmt::Debug for RegionScripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionScripts").field("live", &self.live.len()).field("broken", &self.broken).finish()
+    }
+}
+
+/// Script statistics of one region.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScriptStats {
+    pub scripts: usize,
+    pub events_total: u64,
+    pub events_per_s: f64,
+    /// Mean script time per tick over the recent window.
+    pub time_ms: f64,
+    /// Scripts stopped by an error, plus records that could not be instantiated.
+    pub errors: usize,
+}
+
+impl RegionScripts {
+    /// Ticks `region` and runs its scripts within the tick (see [`Region::tick_with`]).
+    /// A region without scripts ticks as usual and builds no engine.
+    pub fn tick(
+        &mut self,
+        host: &LazyScriptHost,
+        region: &mut Region,
+        now_us: u64,
+        inputs: Vec<Input>,
+    ) -> TickOutput {
+        if region.script_count() == 0 && self.live.is_empty() && !has_script_inputs(&inputs) {
+            return region.tick(now_us, inputs);
+        }
+        match host.get() {
+            Ok(h) => {
+                let h = h.clone();
+                self.tick_on(&h, region, now_us, inputs).0
+            }
+            Err(_) => region.tick(now_us, inputs),
+        }
+    }
+
+    /// Ticks with scripts on a given script host; also reports what the scripts did.
+    pub fn tick_on(
+        &mut self,
+        host: &ScriptHost,
+        region: &mut Region,
+        now_us: u64,
+        inputs: Vec<Input>,
+    ) -> (TickOutput, ScriptTickReport) {
+        let started = Instant::now();
+        let mut pass = Pass { host, scripts: self, report: ScriptTickReport::default() };
+        let out = region.tick_with(now_us, inputs, &mut pass);
+        let mut report = pass.report;
+        report.cost = started.elapsed();
+        self.events_total += report.events;
+        if self.recent.len() == SCRIPT_STATS_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((started, report.events, report.cost));
+        (out, report)
+    }
+
+    pub fn stats(&self) -> ScriptStats {
+        let events: u64 = self.recent.iter().map(|r| r.1).sum();
+        let span = match (self.recent.front(), self.recent.back()) {
+            (Some(a), Some(b)) => b.0.duration_since(a.0).as_secs_f64(),
+            _ => 0.0,
+        };
+        let time: f64 = self.recent.iter().map(|r| r.2.as_secs_f64()).sum();
+        ScriptStats {
+            scripts: self.live.len() + self.broken.len(),
+            events_total: self.events_total,
+            // The first tick of the window has no span before it: count the rest over the span.
+            events_per_s: if span > 0.0 {
+                (events - self.recent.front().map_or(0, |r| r.1)) as f64 / span
+            } else {
+                0.0
+            },
+            time_ms: if self.recent.is_empty() { 0.0 } else { time * 1e3 / self.recent.len() as f64 },
+            errors: self.live.iter().filter(|s| s.error().is_some()).count() + self.broken.len(),
+        }
+    }
+
+    /// The live instances, by id (for tests and diagnostics).
+    pub fn live(&self) -> &[Script] {
+        &self.live
+    }
+
+    /// Records that cannot run here, with the reason.
+    pub fn broken(&self) -> &BTreeMap<ScriptId, String> {
+        &self.broken
+    }
+
+    /// Brings the live set in line with the region's records: instantiates new and arriving
+    /// scripts, drops those whose records are gone. Records and live instances are both in id
+    /// order, so this is one merge.
+    fn reconcile(&mut self, host: &ScriptHost, region: &Region) {
+        let same = self.live.len() + self.broken.len() == region.script_count()
+            && region.scripts().all(|r| {
+                self.broken.contains_key(&r.id)
+                    || self.live.binary_search_by_key(&r.id.0, |s| s.id().0).is_ok()
+            });
+        if same {
+            return;
+        }
+        let mut old: BTreeMap<u64, (Script, Meta)> =
+            self.live.drain(..).zip(self.meta.drain(..)).map(|(s, m)| (s.id().0, (s, m))).collect();
+        let mut broken = BTreeMap::new();
+        for record in region.scripts() {
+            if let Some(kept) = old.remove(&record.id.0) {
+                self.live.push(kept.0);
+                self.meta.push(kept.1);
+                continue;
+            }
+            if let Some(reason) = self.broken.remove(&record.id) {
+                broken.insert(record.id, reason);
+                continue;
+            }
+            match self.instantiate(host, region, record) {
+                Ok((script, meta)) => {
+                    self.live.push(script);
+                    self.meta.push(meta);
+                }
+                Err(reason) => {
+                    tracing::warn!(region = %region.id(), script = %record.id, "script cannot run: {reason}");
+                    broken.insert(record.id, reason);
+                }
+            }
+        }
+        self.broken = broken;
+    }
+
+    fn module(
+        &mut self,
+        host: &ScriptHost,
+        region: &Region,
+        hash: ModuleHash,
+    ) -> Result<Arc<ScriptModule>, String> {
+        if let Some(m) = self.modules.get(&hash) {
+            return Ok(m.clone());
+        }
+        let bytes = region.module(hash).ok_or_else(|| format!("the region lacks module {hash}"))?;
+        let m = host.engine.load(bytes).map_err(|e| e.to_string())?;
+        self.modules.insert(hash, m.clone());
+        Ok(m)
+    }
+
+    /// A live instance for a record: a fresh script (queued `start`, and the creator's
+    /// parameter as a message) if it never ran, else exactly the recorded state.
+    fn instantiate(
+        &mut self,
+        host: &ScriptHost,
+        region: &Region,
+        record: &ScriptRecord,
+    ) -> Result<(Script, Meta), String> {
+        let module = self.module(host, region, record.module)?;
+        let id = script::ScriptId(record.id.0);
+        if !record.started() {
+            let spec = ScriptSpec { id, object: record.object, seed: record.start.seed };
+            let mut s = Script::new(&module, spec).map_err(|e| e.to_string())?;
+            if let Some((creator, param)) = record.start.creator {
+                s.enqueue(Event::Message { sender: creator, bytes: param.to_le_bytes().to_vec() });
+            }
+            return Ok((s, Meta { synced: None, dirty: true }));
+        }
+        let control: Control = postcard::from_bytes(&record.control)
+            .map_err(|e| format!("the recorded control state is unreadable: {e}"))?;
+        let state = ScriptState {
+            id,
+            object: record.object,
+            module: module.hash(),
+            version: control.version,
+            memory: record.memory(),
+            globals: control.globals,
+            vars: control.vars,
+        };
+        let s = Script::restore(&module, &state).map_err(|e| e.to_string())?;
+        Ok((s, Meta { synced: Some(control.version), dirty: false }))
+    }
+
+    fn find_object(&self, object: EntityId) -> impl Iterator<Item = usize> + '_ {
+        self.live.iter().enumerate().filter(move |(_, s)| s.object() == object).map(|(i, _)| i)
+    }
+
+    fn enqueue(&mut self, i: usize, event: Event) {
+        self.live[i].enqueue(event);
+        self.meta[i].dirty = true;
+    }
+}
+
+fn has_script_inputs(inputs: &[Input]) -> bool {
+    inputs.iter().any(|i| matches!(i, Input::AddScript { .. } | Input::Rez { .. }))
+}
+
+/// One tick's script pass over a region.
+struct Pass<'a> {
+    host: &'a ScriptHost,
+    scripts: &'a mut RegionScripts,
+    report: ScriptTickReport,
+}
+
+impl ScriptPass for Pass<'_> {
+    fn run(&mut self, region: &Region, touches: &[Touch]) -> ScriptOutcome {
+        let rs = &mut *self.scripts;
+        rs.reconcile(self.host, region);
+        if rs.live.is_empty() {
+            return ScriptOutcome::default();
+        }
+        for t in touches {
+            let targets: Vec<usize> = rs.find_object(t.object).collect();
+            for i in targets {
+                rs.enqueue(i, Event::Touch { toucher: t.avatar });
+            }
+        }
+        let view = RegionView::new(region);
+        let now_ms = view.now_ms();
+        for (s, m) in rs.live.iter().zip(rs.meta.iter_mut()) {
+            if s.queued() > 0 || s.timer().is_some_and(|t| now_ms >= t.next_due_ms) {
+                m.dirty = true;
+            }
+        }
+        let budget = self.host.budget(region.interval_us());
+        let batch = run_batch(Some(&self.host.pool), &mut rs.live, &view, budget);
+        self.report.events = batch.events;
+        self.report.deferred = batch.deferred;
+
+        // Chat and messages stay between scripts: delivered into queues now, run next tick.
+        let mut effects = Vec::with_capacity(batch.effects.len());
+        let mut by_channel: HashMap<i32, Vec<usize>> = HashMap::new();
+        for (i, s) in rs.live.iter().enumerate() {
+            for l in s.listens() {
+                by_channel.entry(l.channel).or_default().push(i);
+            }
+        }
+        for fx in batch.effects {
+            let mut world_fx = Vec::new();
+            for e in fx.effects {
+                match e {
+                    Effect::Say { channel, range, text } => {
+                        let Some(from) = view.pose(fx.object).map(|p| p.pos) else { continue };
+                        for &i in by_channel.get(&channel).map_or(&[][..], |v| v.as_slice()) {
+                            let listener = rs.live[i].object();
+                            if listener == fx.object || !in_range(&view, from, listener, range) {
+                                continue;
+                            }
+                            rs.enqueue(i, Event::Listen { channel, sender: fx.object, text: text.clone() });
+                            self.report.delivered += 1;
+                        }
+                    }
+                    Effect::Message { to, bytes } => {
+                        let targets: Vec<usize> = rs.find_object(to).collect();
+                        for i in targets {
+                            rs.enqueue(i, Event::Message { sender: fx.object, bytes: bytes.clone() });
+                            self.report.delivered += 1;
+                        }
+                    }
+                    Effect::SetPos(p) => world_fx.push(ScriptEffect::SetPos(p)),
+                    Effect::SetRot(r) => world_fx.push(ScriptEffect::SetRot(r)),
+                    Effect::SetVel(v) => world_fx.push(ScriptEffect::SetVel(v)),
+                    Effect::SetScale(s) => world_fx.push(ScriptEffect::SetScale(s)),
+                    Effect::SetText(t) => world_fx.push(ScriptEffect::SetText(t)),
+                    Effect::CreateObject { template, pos, param } => {
+                        world_fx.push(ScriptEffect::CreateObject { template, pos, param })
+                    }
+                    Effect::DeleteSelf => world_fx.push(ScriptEffect::DeleteSelf),
+                }
+            }
+            if !world_fx.is_empty() {
+                effects.push(ObjectEffects {
+                    script: ScriptId(fx.script.0),
+                    object: fx.object,
+                    effects: world_fx,
+                });
+            }
+        }
+
+        // Write back every script that may have changed: only chunks whose content changed
+        // since the last write (the region compares again and stamps only real changes).
+        let mut updates = Vec::new();
+        for (s, m) in rs.live.iter_mut().zip(rs.meta.iter_mut()) {
+            if !std::mem::take(&mut m.dirty) && Some(s.version()) == m.synced {
+                continue;
+            }
+            let (version, chunks, globals, vars) = match m.synced {
+                Some(v) => {
+                    let d = s.delta_since(v);
+                    (d.version, d.chunks.into_iter().map(|c| (c.index, c.bytes)).collect(), d.globals, d.vars)
+                }
+                None => {
+                    let st = s.capture();
+                    let chunks = st
+                        .memory
+                        .chunks_exact(world::limits::SCRIPT_CHUNK_BYTES)
+                        .enumerate()
+                        .map(|(i, c)| (i as u8, c.to_vec()))
+                        .collect();
+                    (st.version, chunks, st.globals, st.vars)
+                }
+            };
+            m.synced = Some(version);
+            let control = Control { version, globals, vars };
+            updates.push(ScriptUpdate {
+                id: ScriptId(s.id().0),
+                chunks,
+                control: postcard::to_stdvec(&control).expect("serializing to memory cannot fail"),
+            });
+        }
+        ScriptOutcome { effects, updates }
+    }
+}
+
+fn in_range(view: &RegionView, from: Vec3, listener: EntityId, range: ChatRange) -> bool {
+    match (range.metres(), view.pose(listener)) {
+        (None, _) => true,
+        (Some(r), Some(p)) => p.pos.distance(from) <= r,
+        (Some(_), None) => false,
+    }
+}
+
+/// The region as scripts read it during one pass: poses in region metres (children of a
+/// linkset at their world position) and a grid of entities for sensors.
+pub struct RegionView<'a> {
+    region: &'a Region,
+    cells: Vec<Vec<Sensed>>,
+}
+
+impl<'a> RegionView<'a> {
+    pub fn new(region: &'a Region) -> RegionView<'a> {
+        let mut cells = vec![Vec::new(); SENSOR_CELLS * SENSOR_CELLS];
+        for e in region.entities() {
+            let pos = region.world_pos(e.id).unwrap_or(e.pos);
+            cells[cell_of(pos)].push(Sensed { id: e.id, avatar: e.is_avatar(), pos });
+        }
+        RegionView { region, cells }
+    }
+}
+
+fn cell_index(v: f32) -> usize {
+    ((v / SENSOR_CELL).max(0.0) as usize).min(SENSOR_CELLS - 1)
+}
+
+fn cell_of(p: Vec3) -> usize {
+    cell_index(p.y) * SENSOR_CELLS + cell_index(p.x)
+}
+
+impl WorldView for RegionView<'_> {
+    fn now_ms(&self) -> u64 {
+        self.region.now_us() / 1000
+    }
+    fn region(&self) -> RegionId {
+        self.region.id()
+    }
+    fn pose(&self, id: EntityId) -> Option<Pose> {
+        let e = self.region.entity(id)?;
+        let pos = self.region.world_pos(id)?;
+        Some(Pose { pos, rot: e.rot, vel: e.vel, scale: e.scale })
+    }
+    fn text(&self, id: EntityId) -> Option<&str> {
+        self.region.entity(id).map(|e| e.text.as_str())
+    }
+    fn sensor(&self, origin: Vec3, range: f32, kinds: SensorKinds, out: &mut Vec<Sensed>) {
+        let (x0, x1) = (cell_index(origin.x - range), cell_index(origin.x + range));
+        let (y0, y1) = (cell_index(origin.y - range), cell_index(origin.y + range));
+        for cy in y0..=y1 {
+            for cx in x0..=x1 {
+                for s in &self.cells[cy * SENSOR_CELLS + cx] {
+                    // The engine filters by exact range, sorts and keeps the nearest.
+                    if (s.avatar && kinds.avatars) || (!s.avatar && kinds.objects) {
+                        out.push(*s);
+                    }
+                }
+            }
+        }
+    }
+}
