@@ -42,6 +42,10 @@ enum Command {
     Orchestrator(OrchestratorArgs),
     /// Move a running region to another host by live migration, showing its progress.
     Migrate(migrate_cmd::MigrateArgs),
+    /// Run a gateway: the clients' edge (WebSocket at /ws, guest tokens at /guest?name=).
+    Gateway(GatewayArgs),
+    /// Run headless bots against a gateway and print what they measured.
+    Bot(BotArgs),
     /// Measure the region core and print the figures (as one JSON object with --json).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -72,6 +76,47 @@ struct HostArgs {
 }
 
 #[derive(Args)]
+struct GatewayArgs {
+    /// Address clients connect to (WebSocket at ws://ADDR/ws).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The directory to find regions in (an orchestrator's URL).
+    #[arg(long, value_name = "URL")]
+    directory: String,
+    /// Secret that signs session tokens, as text (default: random, so tokens die with the gateway).
+    #[arg(long, env = "TERRANE_GATEWAY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Terrain seed of the world (must match the hosts').
+    #[arg(long, default_value_t = 1)]
+    seed: u32,
+    /// Where new avatars appear, as X,Y.
+    #[arg(long, default_value = "1,1")]
+    spawn: RegionId,
+    /// Refuse to mint guest tokens at /guest.
+    #[arg(long)]
+    no_guests: bool,
+}
+
+#[derive(Args)]
+struct BotArgs {
+    /// The gateway's WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws", value_name = "URL")]
+    gateway: String,
+    /// How many bots.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// wander (stroll around), club (gather in one spot), commute (back and forth across a border).
+    #[arg(long, default_value = "wander", value_parser = ["wander", "club", "commute"])]
+    behaviour: String,
+    /// How long each bot stays.
+    #[arg(long = "for", default_value = "30s", value_parser = crate::parse_duration, value_name = "DURATION")]
+    for_: Duration,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct OrchestratorArgs {
     /// Address of the directory API.
     #[arg(long, default_value = "127.0.0.1:7000")]
@@ -95,6 +140,8 @@ fn main() {
         Command::Host(args) => run_host(args),
         Command::Orchestrator(args) => run_orchestrator(args),
         Command::Migrate(args) => migrate_cmd::migrate(args),
+        Command::Gateway(args) => run_gateway(args),
+        Command::Bot(args) => run_bot(args),
         Command::Bench(cmd) => bench::bench(cmd),
     };
     if let Err(e) = result {
@@ -141,6 +188,36 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         served?;
         anyhow::Ok(())
     })
+}
+
+fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let config = gateway::GatewayConfig {
+            secret: args.secret.map(String::into_bytes),
+            world_seed: args.seed,
+            spawn_region: args.spawn,
+            guest_tokens: !args.no_guests,
+            ..Default::default()
+        };
+        let directory = std::sync::Arc::new(directory::HttpDirectory::new(&args.directory));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let gw = gateway::Gateway::start(config, directory, listener).await?;
+        println!("terrane gateway: clients connect to {}; guest tokens at {}NAME", gw.ws_url(), gw.guest_endpoint());
+        run::stop_signal(None).await;
+        gw.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+fn run_bot(args: BotArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.count >= 1, "--count must be at least 1");
+    let behaviour: bot::Behaviour = args.behaviour.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = rt.block_on(bot::run_bots(bot::BotConfig::new(args.gateway, args.count, behaviour, args.for_)))?;
+    bench::emit(&report, args.json)
 }
 
 fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {

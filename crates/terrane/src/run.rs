@@ -36,6 +36,12 @@ pub struct RunArgs {
     /// Seed of the terrain and of the population.
     #[arg(long, default_value_t = 1)]
     pub seed: u32,
+    /// Address of the gateway clients connect to (WebSocket at ws://ADDR/ws).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway: SocketAddr,
+    /// Headless bots to connect through the gateway (they wander and measure what they see).
+    #[arg(long, default_value_t = 0)]
+    pub bots: usize,
 }
 
 /// One host of the embedded grid.
@@ -86,6 +92,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         rt.block_on(node.net.claim_new(r, None))?;
     }
     let hosts: Vec<host::Host> = nodes.iter().map(|n| n.net.host().clone()).collect();
+    let gateway = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.gateway)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (pick another with --gateway)", args.gateway))?;
+        let config = gateway::GatewayConfig { world_seed: args.seed, ..Default::default() };
+        anyhow::Ok(gateway::Gateway::start(config, directory.clone(), listener).await?)
+    })?;
+    let guest = gateway.guest_token("Guest")?;
     let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
     println!(
         "terrane: {} regions on 2 hosts; control APIs http://{} and http://{} (metrics at /metrics); {}",
@@ -104,6 +118,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         nodes[1].net.name(),
         nodes[0].api
     );
+    println!(
+        "terrane: gateway {} (guest tokens at {}NAME); a ready guest: {}?token={}",
+        gateway.ws_url(),
+        gateway.guest_endpoint(),
+        guest.url,
+        guest.token
+    );
+    let bots = (args.bots > 0).then(|| {
+        let duration = args.for_.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let config = bot::BotConfig::new(gateway.ws_url(), args.bots, bot::Behaviour::Wander, duration);
+        rt.spawn(bot::run_bots(config))
+    });
 
     let started = Instant::now();
     let result = rt.block_on(async {
@@ -116,7 +142,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             every.tick().await;
             loop {
                 every.tick().await;
-                println!("{}", status_line(&hosts, started.elapsed()));
+                println!("{}", status_line(&hosts, &gateway, started.elapsed()));
             }
         };
         tokio::select! {
@@ -129,16 +155,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = status => Ok(()),
         }
     });
+    if let Some(b) = bots {
+        b.abort();
+    }
+    let last = status_line(&hosts, &gateway, started.elapsed());
+    rt.block_on(gateway.shutdown());
     population.stop();
     for h in &hosts {
         h.shutdown();
     }
-    println!("{}", status_line(&hosts, started.elapsed()));
+    println!("{last}");
     println!("terrane: stopped cleanly");
     result
 }
 
-fn status_line(hosts: &[host::Host], elapsed: Duration) -> String {
+fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Duration) -> String {
     let stats: Vec<_> = hosts.iter().flat_map(|h| h.all_stats()).collect();
     let entities: usize = stats.iter().map(|s| s.entities).sum();
     let avatars: usize = stats.iter().map(|s| s.avatars).sum();
@@ -147,13 +178,14 @@ fn status_line(hosts: &[host::Host], elapsed: Duration) -> String {
     let overruns: u64 = stats.iter().map(|s| s.overruns).sum();
     let per_host: Vec<String> = hosts.iter().map(|h| h.region_ids().len().to_string()).collect();
     format!(
-        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · tick p99 {:.2} ms · overruns {}",
+        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · clients {} · tick p99 {:.2} ms · overruns {}",
         elapsed.as_secs(),
         stats.len(),
         ticking,
         per_host.join("+"),
         entities,
         avatars,
+        gateway.stats().sessions,
         p99,
         overruns
     )
