@@ -123,7 +123,10 @@ async fn migrate(
         None | Some("pre-copy") => migrate::Policy::default(),
         Some("stop-and-copy") => migrate::Policy::stop_and_copy(),
         Some(other) => {
-            return fail(StatusCode::BAD_REQUEST, format!("strategy is \"pre-copy\" or \"stop-and-copy\", not {other:?}"))
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("strategy is \"pre-copy\" or \"stop-and-copy\", not {other:?}"),
+            )
         }
     };
     if let Some(ms) = req.freeze_budget_ms {
@@ -164,7 +167,9 @@ async fn snapshot(State(s): State<ApiState>, Path(region): Path<String>) -> Resp
         Err(r) => return r,
     };
     match s.host.with_region(id, |r| r.snapshot()) {
-        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(bytes) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -178,7 +183,9 @@ async fn restore(State(s): State<ApiState>, Path(region): Path<String>, body: ax
     };
     let state = match world::Region::from_snapshot(&body) {
         Ok(r) if r.id() == id => r,
-        Ok(r) => return fail(StatusCode::BAD_REQUEST, format!("the snapshot is of region {}, not {id}", r.id())),
+        Ok(r) => {
+            return fail(StatusCode::BAD_REQUEST, format!("the snapshot is of region {}, not {id}", r.id()))
+        }
         Err(e) => return fail(StatusCode::BAD_REQUEST, format!("not a usable snapshot: {e}")),
     };
     let result = match &s.net {
@@ -266,8 +273,12 @@ async fn unload(State(s): State<ApiState>, Path(region): Path<String>) -> Respon
         Ok(id) => id,
         Err(r) => return r,
     };
-    match s.host.unload(id) {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+    let result = match &s.net {
+        Some(net) => net.unload(id).map(|_| ()),
+        None => s.host.unload(id).map(|_| ()),
+    };
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }
 }

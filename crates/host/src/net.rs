@@ -177,13 +177,26 @@ impl Net {
         Ok(())
     }
 
+    /// Stops running a region here. Subscribers are told it is gone (with no new owner: they
+    /// look it up in the directory again).
+    pub fn unload(&self, region: RegionId) -> Result<world::Region, HostError> {
+        let state = self.host.unload(region)?;
+        if let Some(subs) = self.subscribers.lock().remove(&region) {
+            for s in subs {
+                s.send(&LinkMsg::NotHere { region, owner: None });
+            }
+        }
+        Ok(state)
+    }
+
     /// Loads a region restored from a snapshot and takes it over in the directory, fencing
     /// whoever held it (they must be dead: this is how a region restarts elsewhere).
     pub async fn take_over(&self, state: world::Region) -> Result<(), NetError> {
         let region = state.id();
         loop {
             let current = self.directory.get(region).await?;
-            let next = Placement { host: self.name.clone(), epoch: current.as_ref().map_or(1, |p| p.epoch + 1) };
+            let next =
+                Placement { host: self.name.clone(), epoch: current.as_ref().map_or(1, |p| p.epoch + 1) };
             if self.directory.compare_and_swap(region, current.map(|p| p.epoch), next).await? {
                 break;
             }

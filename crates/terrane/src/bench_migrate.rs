@@ -29,6 +29,10 @@ pub struct MigrateBenchArgs {
     cores: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Drive the avatars through host links instead of real clients (no gateway, no bots, so
+    /// no client-side figures).
+    #[arg(long)]
+    no_bots: bool,
     #[arg(long)]
     json: bool,
 }
@@ -49,7 +53,11 @@ impl Drop for Procs {
 
 fn spawn(procs: &mut Procs, args: &[&str]) -> anyhow::Result<()> {
     use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe()?).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
     anyhow::ensure!(!first.is_empty(), "terrane {} did not start", args.join(" "));
@@ -90,7 +98,8 @@ struct Report {
     restart: Summary,
     /// Median pre-copy freeze over median stop-and-copy freeze.
     pre_copy_over_stop_and_copy: f64,
-    /// Clients' view (update gaps, disconnects) needs the gateway and bots in this bench.
+    /// What the bots (the avatars, connected through a gateway) saw during the whole run,
+    /// all migrations included: update gaps, sequence gaps, disconnects.
     bots: Option<Value>,
 }
 
@@ -110,60 +119,75 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
     let mut hosts = Vec::new();
     for _ in 0..2 {
         let (api, link) = (free_addr()?, free_addr()?);
-        spawn(&mut procs, &["host", "--listen", &api, "--link", &link, "--directory", &dir_url, "--cores", &cores])?;
+        spawn(
+            &mut procs,
+            &["host", "--listen", &api, "--link", &link, "--directory", &dir_url, "--cores", &cores],
+        )?;
         hosts.push(HostAddrs { api: format!("http://{api}"), link });
     }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let resp = http.post(format!("{}/regions/{REGION}", hosts[0].api)).json(&serde_json::json!({})).send().await?;
+    let resp =
+        http.post(format!("{}/regions/{REGION}", hosts[0].api)).json(&serde_json::json!({})).send().await?;
     anyhow::ensure!(resp.status().is_success(), "could not create the busy region: {}", resp.text().await?);
 
     // Fill the region through a link, as a gateway would.
     let mut rng = SmallRng::seed_from_u64(a.seed);
     let mut owner = 0usize;
     let tool = link::connect(&hosts[0].link, Role::Tool, "bench").await?;
-    let avatars: Vec<EntityId> = (0..a.avatars).map(|k| EntityId(1 << 63 | k as u64)).collect();
-    for &id in &avatars {
-        let pos = Vec3::new(rng.random_range(20.0..236.0), rng.random_range(20.0..236.0), 0.0);
-        send(&tool.tx, Input::AddAvatar { id, name: format!("Bench {}", id.0 & 0xffff), owner: 0, pos: Some(pos) }).await;
-    }
     for k in 0..a.objects {
         let pos = Vec3::new(rng.random_range(0.0..256.0), rng.random_range(0.0..256.0), 0.0);
         let spec = ObjectSpec { name: format!("Object {k}"), pos, ..Default::default() };
         send(&tool.tx, Input::CreateObject { tag: k as u64, spec }).await;
     }
-    let want = (a.avatars + a.objects) as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while stats(&http, &hosts[0].api).await["entities"].as_u64() != Some(want) {
-        anyhow::ensure!(Instant::now() < deadline, "the region never reached {want} entities");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_entities(&http, &hosts[0].api, a.objects as u64).await?;
 
-    // People keep moving during the whole run.
-    let links: Vec<LinkTx> = {
-        let mut v = vec![tool.tx.clone()];
-        v.push(link::connect(&hosts[1].link, Role::Tool, "bench").await?.tx);
-        v
-    };
     let owner_now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let driver = {
-        let (links, owner_now, avatars) = (links.clone(), owner_now.clone(), avatars.clone());
-        tokio::spawn(async move {
+    let mut bots = None;
+    let mut driver = None;
+    if a.no_bots {
+        // Avatars driven over host links, moving during the whole run.
+        let avatars: Vec<EntityId> = (0..a.avatars).map(|k| EntityId(1 << 63 | k as u64)).collect();
+        for &id in &avatars {
+            let pos = Vec3::new(rng.random_range(20.0..236.0), rng.random_range(20.0..236.0), 0.0);
+            send(
+                &tool.tx,
+                Input::AddAvatar { id, name: format!("Bench {}", id.0 & 0xffff), owner: 0, pos: Some(pos) },
+            )
+            .await;
+        }
+        let links: Vec<LinkTx> =
+            vec![tool.tx.clone(), link::connect(&hosts[1].link, Role::Tool, "bench").await?.tx];
+        let (owner_now, avatars) = (owner_now.clone(), avatars.clone());
+        driver = Some(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(7);
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let to = &links[owner_now.load(std::sync::atomic::Ordering::SeqCst)];
                 for &id in &avatars {
                     if rng.random_bool(0.05) {
-                        let controls = Controls { forward: 1, turn: rng.random_range(-1..=1), ..Default::default() };
+                        let controls =
+                            Controls { forward: 1, turn: rng.random_range(-1..=1), ..Default::default() };
                         to.send(&LinkMsg::Input { region: REGION, input: Input::Controls { id, controls } });
                     }
                 }
             }
-        })
-    };
+        }));
+    } else if a.avatars > 0 {
+        // The avatars are real clients: bots connected through a gateway process.
+        let gw = free_addr()?;
+        let spawn_at = REGION.to_string();
+        spawn(&mut procs, &["gateway", "--listen", &gw, "--directory", &dir_url, "--spawn", &spawn_at])?;
+        let duration = Duration::from_secs(8 + 3 * a.repeat as u64);
+        let mut config =
+            bot::BotConfig::new(format!("ws://{gw}/ws"), a.avatars, bot::Behaviour::Wander, duration);
+        config.seed = a.seed;
+        bots = Some(tokio::spawn(bot::run_bots(config)));
+    }
+    wait_entities(&http, &hosts[0].api, (a.objects + a.avatars) as u64).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut results: Vec<(&str, Vec<Value>)> = vec![("pre-copy", vec![]), ("stop-and-copy", vec![]), ("restart", vec![])];
+    let mut results: Vec<(&str, Vec<Value>)> =
+        vec![("pre-copy", vec![]), ("stop-and-copy", vec![]), ("restart", vec![])];
     for round in 0..a.repeat {
         for (strategy, out) in results.iter_mut() {
             let to = 1 - owner;
@@ -184,7 +208,13 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
             eprintln!("bench migrate: round {} of {} done", round + 1, a.repeat);
         }
     }
-    driver.abort();
+    if let Some(d) = driver {
+        d.abort();
+    }
+    let bots = match bots {
+        Some(b) => Some(serde_json::to_value(b.await??)?),
+        None => None,
+    };
     let pre = summarize(&results[0].1);
     let stop = summarize(&results[1].1);
     let restart = summarize(&results[2].1);
@@ -197,8 +227,17 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         pre_copy: pre,
         stop_and_copy: stop,
         restart,
-        bots: None,
+        bots,
     })
+}
+
+async fn wait_entities(http: &reqwest::Client, api: &str, want: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats(http, api).await["entities"].as_u64() != Some(want) {
+        anyhow::ensure!(Instant::now() < deadline, "the region never reached {want} entities");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Sends an input, waiting while the link's queue is full.
@@ -219,7 +258,12 @@ async fn stats(http: &reqwest::Client, api: &str) -> Value {
     }
 }
 
-async fn migrate(http: &reqwest::Client, from: &HostAddrs, to: &HostAddrs, strategy: &str) -> anyhow::Result<Value> {
+async fn migrate(
+    http: &reqwest::Client,
+    from: &HostAddrs,
+    to: &HostAddrs,
+    strategy: &str,
+) -> anyhow::Result<Value> {
     let body = serde_json::json!({ "to": to.link, "strategy": strategy });
     let resp = http.post(format!("{}/regions/{REGION}/migrate", from.api)).json(&body).send().await?;
     anyhow::ensure!(resp.status().is_success(), "migration refused: {}", resp.text().await?);
