@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The engine's own benchmark, for `terrane bench scripts` (which reaches scripts through the
+/// host only).
+pub use script::{bench as engine_bench, BenchReport as EngineBenchReport};
 use script::{
     run_batch, ChatRange, Effect, EngineConfig, Event, GlobalValue, Pose, Script, ScriptEngine, ScriptModule,
     ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,

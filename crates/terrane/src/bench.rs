@@ -18,6 +18,24 @@ pub enum BenchCommand {
     /// Move a busy region back and forth between two host processes: pre-copy live migration
     /// against stop-and-copy against restart, in one run.
     Migrate(crate::bench_migrate::MigrateBenchArgs),
+    /// Run trivial script events on 1 thread and on --threads threads: throughput, latency,
+    /// instantiation and snapshot cost, and the speed-up.
+    Scripts(ScriptsArgs),
+}
+
+#[derive(Args)]
+pub struct ScriptsArgs {
+    /// Script instances (each with its own 64 KiB memory).
+    #[arg(long, default_value_t = 10_000)]
+    scripts: usize,
+    /// Threads of the parallel run (compared with one thread).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Events each script runs in the timed batches (enough to hide the start-up of each batch).
+    #[arg(long, default_value_t = 512)]
+    events: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -59,6 +77,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Tick(a) => emit(&tick(&a)?, a.json),
         BenchCommand::Snapshot(a) => emit(&snapshot(&a)?, a.json),
         BenchCommand::Migrate(a) => crate::bench_migrate::bench(a),
+        BenchCommand::Scripts(a) => emit(&scripts(&a)?, a.json),
     }
 }
 
@@ -286,6 +305,50 @@ fn snapshot(a: &SnapshotArgs) -> anyhow::Result<SnapshotReport> {
         delta_encode_us: delta_encode.as_secs_f64() * 1e6 / f64::from(ticks),
         delta_apply_us: delta_apply.as_secs_f64() * 1e6 / f64::from(ticks),
         hash_match: replica.state_hash() == region.state_hash(),
+    })
+}
+
+#[derive(Serialize)]
+struct ScriptsReport {
+    scripts: usize,
+    threads: usize,
+    events_per_script: usize,
+    /// Trivial events per second on `threads` threads.
+    events_per_s: f64,
+    events_per_s_1_thread: f64,
+    /// events_per_s / events_per_s_1_thread.
+    speedup: f64,
+    event_p50_us: f64,
+    event_p99_us: f64,
+    instantiate_us: f64,
+    snapshot_us_per_script: f64,
+    compile_ms: f64,
+}
+
+fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
+    anyhow::ensure!(
+        a.scripts >= 1 && a.threads >= 1 && a.events >= 1,
+        "--scripts, --threads and --events must be at least 1"
+    );
+    anyhow::ensure!(
+        a.scripts <= world::limits::MAX_SCRIPTS,
+        "--scripts is at most {} (world::limits::MAX_SCRIPTS)",
+        world::limits::MAX_SCRIPTS
+    );
+    let one = host::scripting::engine_bench(a.scripts, 1, a.events)?;
+    let many = host::scripting::engine_bench(a.scripts, a.threads, a.events)?;
+    Ok(ScriptsReport {
+        scripts: a.scripts,
+        threads: a.threads,
+        events_per_script: a.events,
+        events_per_s: many.events_per_s,
+        events_per_s_1_thread: one.events_per_s,
+        speedup: if one.events_per_s > 0.0 { many.events_per_s / one.events_per_s } else { 0.0 },
+        event_p50_us: many.event_p50_us,
+        event_p99_us: many.event_p99_us,
+        instantiate_us: many.instantiate_us,
+        snapshot_us_per_script: many.snapshot_us_per_script,
+        compile_ms: many.compile_ms,
     })
 }
 

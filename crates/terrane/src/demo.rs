@@ -1,6 +1,6 @@
 //! The default population: wandering avatars and moving objects, driven from outside the
-//! regions by ordinary inputs (as people and, later, scripts would). Inputs go to whichever
-//! host has the region now, so the population follows regions that migrate.
+//! regions by ordinary inputs as people would, plus the scripted life of living.rs. Inputs go
+//! to whichever host has the region now, so the population follows regions that migrate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,6 +50,10 @@ impl Population {
             }
             for k in 0..objects {
                 grid.send(r, Input::CreateObject { tag: k as u64, spec: random_object(&mut rng, k) });
+            }
+            // The land lives on by itself: scripted animals, plants, workers and a vehicle.
+            for input in crate::living::inputs(r, crate::living::Life::default(), u64::from(seed)) {
+                grid.send(r, input);
             }
         }
         let stop = Arc::new(AtomicBool::new(false));

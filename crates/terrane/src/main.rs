@@ -3,6 +3,7 @@
 mod bench;
 mod bench_migrate;
 mod demo;
+mod living;
 mod migrate_cmd;
 mod run;
 

@@ -188,7 +188,7 @@ fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Durati
         gateway.stats().sessions,
         p99,
         overruns
-    )
+    ) + &crate::living::status(&stats)
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or after `limit`.

@@ -1,0 +1,53 @@
+;; An NPC worker of the default world: carries stone between its home (where it was placed)
+;; and a site 40 m away, back and forth, showing what it does. It counts the vehicle's laps,
+;; heard on channel 7.
+;; Memory: own position at 0, home at 64, site at 72, texts from 256.
+(module
+  (import "terrane" "set_timer" (func $set_timer (param i64)))
+  (import "terrane" "get_pos" (func $get_pos (param i32)))
+  (import "terrane" "set_vel" (func $set_vel (param f32 f32 f32)))
+  (import "terrane" "set_text" (func $set_text (param i32 i32)))
+  (import "terrane" "listen" (func $listen (param i32) (result i32)))
+  (memory 1 1)
+  (data (i32.const 256) "carrying stone")
+  (data (i32.const 288) "walking back")
+  (global $going (mut i32) (i32.const 1))
+  (global $trips (mut i32) (i32.const 0))
+  (global $laps_heard (mut i32) (i32.const 0))
+
+  (func (export "start")
+    (call $get_pos (i32.const 64))
+    ;; The site lies 40 m east, or west when east would leave the region.
+    (f32.store (i32.const 72)
+      (select (f32.sub (f32.load (i32.const 64)) (f32.const 40))
+              (f32.add (f32.load (i32.const 64)) (f32.const 40))
+              (f32.gt (f32.load (i32.const 64)) (f32.const 200))))
+    (f32.store (i32.const 76) (f32.load (i32.const 68)))
+    (drop (call $listen (i32.const 7)))
+    (call $set_text (i32.const 256) (i32.const 14))
+    (call $set_timer (i64.const 250)))
+
+  (func (export "timer")
+    (local $at i32) (local $dx f32) (local $dy f32) (local $d f32)
+    (local.set $at (select (i32.const 72) (i32.const 64) (global.get $going)))
+    (call $get_pos (i32.const 0))
+    (local.set $dx (f32.sub (f32.load (local.get $at)) (f32.load (i32.const 0))))
+    (local.set $dy (f32.sub (f32.load offset=4 (local.get $at)) (f32.load (i32.const 4))))
+    (local.set $d (f32.sqrt (f32.add (f32.mul (local.get $dx) (local.get $dx))
+                                     (f32.mul (local.get $dy) (local.get $dy)))))
+    (if (f32.lt (local.get $d) (f32.const 1))
+      (then
+        (global.set $going (i32.xor (global.get $going) (i32.const 1)))
+        (global.set $trips (i32.add (global.get $trips) (i32.const 1)))
+        (if (global.get $going)
+          (then (call $set_text (i32.const 256) (i32.const 14)))
+          (else (call $set_text (i32.const 288) (i32.const 12))))
+        (call $set_vel (f32.const 0) (f32.const 0) (f32.const -3))
+        (return)))
+    (call $set_vel (f32.mul (f32.div (local.get $dx) (local.get $d)) (f32.const 2))
+                   (f32.mul (f32.div (local.get $dy) (local.get $d)) (f32.const 2))
+                   (f32.const -3)))
+
+  (func (export "listen") (param $ch i32) (param $from i64) (param $len i32)
+    (global.set $laps_heard (i32.add (global.get $laps_heard) (i32.const 1))))
+)
