@@ -260,3 +260,27 @@ fn a_host_runs_a_regions_scripts_reports_them_and_hands_them_on_with_the_region(
     assert_eq!((s.scripts, s.script_errors), (2, 0));
     b.shutdown();
 }
+
+#[test]
+fn a_replica_fed_pre_copy_deltas_takes_over_the_scripts_exactly() {
+    let modules = [COUNTER, PINGER, GREETER, COUNTER];
+    let (mut source, objects) = Run::new(&modules);
+    let mut replica = Region::from_snapshot(&source.region.snapshot()).unwrap();
+    // Rounds every few ticks while the source runs on, as a migration's pre-copy does.
+    for t in 0..60 {
+        source.touch(objects[t % objects.len()]);
+        if t % 7 == 0 {
+            let delta = source.region.delta_since(replica.generation()).unwrap();
+            replica.apply_encoded_delta(&delta.encode()).unwrap();
+        }
+    }
+    let last = source.region.delta_since(replica.generation()).unwrap();
+    replica.apply_delta(&last).unwrap();
+    assert_eq!(replica.state_hash(), source.region.state_hash());
+    let mut target = Run { host: script_host(1), region: replica, scripts: RegionScripts::default() };
+    for t in 0..60 {
+        source.touch(objects[t % objects.len()]);
+        target.touch(objects[t % objects.len()]);
+        assert_eq!(target.region.state_hash(), source.region.state_hash(), "diverged at tick {t}");
+    }
+}
