@@ -206,7 +206,11 @@ fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let gw = gateway::Gateway::start(config, directory, listener).await?;
-        println!("terrane gateway: clients connect to {}; guest tokens at {}NAME", gw.ws_url(), gw.guest_endpoint());
+        println!(
+            "terrane gateway: clients connect to {}; guest tokens at {}NAME",
+            gw.ws_url(),
+            gw.guest_endpoint()
+        );
         run::stop_signal(None).await;
         gw.shutdown().await;
         anyhow::Ok(())
@@ -217,7 +221,8 @@ fn run_bot(args: BotArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
     let behaviour: bot::Behaviour = args.behaviour.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let report = rt.block_on(bot::run_bots(bot::BotConfig::new(args.gateway, args.count, behaviour, args.for_)))?;
+    let report =
+        rt.block_on(bot::run_bots(bot::BotConfig::new(args.gateway, args.count, behaviour, args.for_)))?;
     bench::emit(&report, args.json)
 }
 

@@ -93,9 +93,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let hosts: Vec<host::Host> = nodes.iter().map(|n| n.net.host().clone()).collect();
     let gateway = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.gateway)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (pick another with --gateway)", args.gateway))?;
+        let listener = tokio::net::TcpListener::bind(args.gateway).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {}: {e} (pick another with --gateway)", args.gateway)
+        })?;
         let config = gateway::GatewayConfig { world_seed: args.seed, ..Default::default() };
         anyhow::Ok(gateway::Gateway::start(config, directory.clone(), listener).await?)
     })?;

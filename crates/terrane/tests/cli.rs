@@ -75,7 +75,17 @@ fn bad_arguments_are_explained() {
 #[test]
 fn migrate_moves_a_region_of_a_running_grid_to_the_other_host() {
     let mut child = terrane()
-        .args(["run", "--for", "20s", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--objects", "50"])
+        .args([
+            "run",
+            "--for",
+            "20s",
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+            "--objects",
+            "50",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
