@@ -175,6 +175,17 @@ impl Host {
 
     /// Like [`Host::load`], and runs `hook` after the region's first tick here.
     pub fn load_then(&self, region: Region, hook: Option<FirstTickHook>) -> Result<(), HostError> {
+        self.load_prepared(region, hook, None)
+    }
+
+    /// Like [`Host::load_then`], with live script instances already prepared for the region
+    /// (by an incoming migration), so its first tick here instantiates nothing.
+    pub fn load_prepared(
+        &self,
+        region: Region,
+        hook: Option<FirstTickHook>,
+        scripts: Option<scripting::RegionScripts>,
+    ) -> Result<(), HostError> {
         let id = region.id();
         let mut regions = self.shared.regions.write();
         if regions.contains_key(&id) {
@@ -200,7 +211,7 @@ impl Host {
             stats: Mutex::new(TickStats::default()),
             incarnation,
             metrics: RegionMetrics::new(id),
-            scripts: Mutex::new(scripting::RegionScripts::default()),
+            scripts: Mutex::new(scripts.unwrap_or_default()),
         };
         *slot.first_tick.lock() = hook;
         regions.insert(id, Arc::new(slot));
@@ -227,6 +238,11 @@ impl Host {
         slot.metrics.avatars.set(0.0);
         tracing::info!(region = %id, "region unloaded");
         Ok((region, inputs))
+    }
+
+    /// The host's script engine and pool (built on first use); `None` if it cannot run scripts.
+    pub fn script_host(&self) -> Option<Arc<scripting::ScriptHost>> {
+        self.shared.scripts.get().ok().cloned()
     }
 
     /// Queues an input for the region's next tick (or, while a migration has the region

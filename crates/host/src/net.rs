@@ -75,6 +75,10 @@ struct Incoming {
     reply: LinkTx,
     region: RegionId,
     finished_at: Option<u64>,
+    /// Live script instances kept in step with the replica, round by round.
+    scripts: Option<crate::scripting::RegionScripts>,
+    /// Replica generation the scripts were last brought up to.
+    prepared_gen: Option<u64>,
 }
 
 pub struct Net {
@@ -319,6 +323,8 @@ impl Net {
                         reply: reply.clone(),
                         region,
                         finished_at: None,
+                        scripts: None,
+                        prepared_gen: None,
                     },
                 );
             }
@@ -330,6 +336,27 @@ impl Net {
         }
         drop(incoming);
         self.drive_incoming(id);
+        // After the acknowledgement went out: bring the prepared scripts up to this round.
+        self.prepare_scripts(id);
+    }
+
+    /// Instantiates the replica's scripts ahead of the commit and keeps them in step with
+    /// each round, so neither the freeze nor the first tick here has to.
+    fn prepare_scripts(&self, id: MigrationId) {
+        let mut incoming = self.incoming.lock();
+        let Some(inc) = incoming.get_mut(&id) else { return };
+        let Some(replica) = inc.target.replica() else { return };
+        if replica.script_count() == 0 && inc.scripts.is_none() {
+            return;
+        }
+        let generation = replica.generation();
+        if inc.prepared_gen == Some(generation) {
+            return;
+        }
+        let Some(sh) = self.host.script_host() else { return };
+        let scripts = inc.scripts.get_or_insert_with(Default::default);
+        scripts.prepare_from(&sh, replica, inc.prepared_gen);
+        inc.prepared_gen = Some(generation);
     }
 
     fn sweep_incoming(&self) {
@@ -362,12 +389,14 @@ impl Net {
                 TargetEvent::Prepare { .. } => inc.target.prepared(now),
                 TargetEvent::Committed { region: state, epoch } => {
                     inc.finished_at = Some(now);
+                    // Prepared instances fit only the state they were brought up to.
+                    let scripts = inc.scripts.take().filter(|_| inc.prepared_gen == Some(state.generation()));
                     drop(incoming);
                     self.moved.lock().remove(&region);
                     let hook: crate::FirstTickHook = Box::new(move |unix_us| {
                         reply.send(&LinkMsg::FirstTick { region, id, unix_us });
                     });
-                    match self.host.load_then(*state, Some(hook)) {
+                    match self.host.load_prepared(*state, Some(hook), scripts) {
                         Ok(()) => tracing::info!(%region, epoch, "region arrived by live migration"),
                         Err(e) => tracing::error!(%region, "committed region could not be loaded: {e}"),
                     }

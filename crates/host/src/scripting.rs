@@ -281,6 +281,53 @@ impl RegionScripts {
         }
     }
 
+    /// Brings the live instances of a replica being built by an incoming migration in line
+    /// with its records: instantiates new scripts, and writes into existing instances the state
+    /// of every record changed after generation `since`. Done after each pre-copy round, it
+    /// leaves the freeze only the last round's scripts to copy, and the first tick here none.
+    pub fn prepare_from(&mut self, host: &ScriptHost, region: &Region, since: Option<u64>) {
+        self.reconcile(host, region);
+        // The first time, instantiating restored every record already.
+        let Some(since) = since else { return };
+        // Instances whose recorded state could not be written in are dropped and made anew
+        // from their records by the reconcile below (which reports them if that fails too).
+        let mut stale = Vec::new();
+        let runnable: Vec<&ScriptRecord> =
+            region.scripts().filter(|r| !self.broken.contains_key(&r.id)).collect();
+        for (i, record) in runnable.into_iter().enumerate() {
+            let Some(script) = self.live.get_mut(i) else { break };
+            debug_assert_eq!(script.id().0, record.id.0);
+            if record.gen <= since || !record.started() {
+                continue;
+            }
+            let control: Control = match postcard::from_bytes(&record.control) {
+                Ok(c) => c,
+                Err(_) => {
+                    stale.push(i);
+                    continue;
+                }
+            };
+            let state = ScriptState {
+                id: script.id(),
+                object: record.object,
+                module: script.module().hash(),
+                version: control.version,
+                memory: record.memory(),
+                globals: control.globals,
+                vars: control.vars,
+            };
+            match script.apply_state(&state) {
+                Ok(()) => self.meta[i] = Meta { synced: Some(control.version), dirty: false },
+                Err(_) => stale.push(i),
+            }
+        }
+        for i in stale.into_iter().rev() {
+            self.live.remove(i);
+            self.meta.remove(i);
+        }
+        self.reconcile(host, region);
+    }
+
     /// The live instances, by id (for tests and diagnostics).
     pub fn live(&self) -> &[Script] {
         &self.live

@@ -118,3 +118,47 @@ async fn a_region_owned_elsewhere_cannot_be_claimed_or_migrated() {
     assert!(b.migrate(r, a.name().to_string(), Policy::default()).await.is_err());
     assert!(a.migrate(r, a.name().to_string(), Policy::default()).await.is_err(), "not to itself");
 }
+
+/// Counts in its memory every 50 ms: every pre-copy round has script chunks to carry.
+const COUNTER: &str = r#"(module
+  (import "terrane" "set_timer" (func $set_timer (param i64)))
+  (memory 1 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "start") (call $set_timer (i64.const 50)))
+  (func (export "timer")
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (i32.store (i32.const 1024) (global.get $n))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_scripts_move_with_their_region_and_keep_counting_on_the_new_host() {
+    let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
+    let a = start_host(dir.clone()).await;
+    let b = start_host(dir.clone()).await;
+    let r = RegionId::new(2, 1);
+    a.claim_new(r, None).await.unwrap();
+    a.input(r, Input::AddAvatar { id: EntityId(1), name: "a".into(), owner: 0, pos: None });
+    for k in 0..40 {
+        a.input(r, Input::CreateObject { tag: k, spec: ObjectSpec::default() });
+    }
+    eventually("objects exist", || a.host().stats(r).map(|s| s.entities).unwrap_or(0) == 41).await;
+    let module = COUNTER.as_bytes().to_vec();
+    let hash = world::ModuleHash::of(&module);
+    a.input(r, Input::AddModule { bytes: module });
+    for k in 0..40u64 {
+        let object = EntityId(u64::from(r.x) << 48 | u64::from(r.y) << 32 | (k + 1));
+        a.input(r, Input::AddScript { object, module: hash });
+    }
+    eventually("the scripts run", || {
+        a.host().stats(r).is_ok_and(|s| s.scripts == 40 && s.script_events > 80)
+    })
+    .await;
+
+    let id = a.migrate(r, b.name().to_string(), Policy::default()).await.unwrap();
+    let status = a.wait(id, Duration::from_secs(20)).await.unwrap();
+    assert!(status.committed, "{status:?}");
+    let events = b.host().stats(r).unwrap().script_events;
+    eventually("they keep counting there", || b.host().stats(r).is_ok_and(|s| s.script_events > events + 80))
+        .await;
+    let s = b.host().stats(r).unwrap();
+    assert_eq!((s.scripts, s.script_errors), (40, 0), "{s:?}");
+}

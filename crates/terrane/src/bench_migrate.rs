@@ -21,6 +21,9 @@ pub struct MigrateBenchArgs {
     /// Objects in the busy region.
     #[arg(long, default_value_t = 10_000)]
     objects: usize,
+    /// Scripts, one each in the first objects: each counts in its memory on a 500 ms timer.
+    #[arg(long, default_value_t = 2000)]
+    scripts: usize,
     /// Migrations per strategy (alternating direction).
     #[arg(long, default_value_t = 10)]
     repeat: usize,
@@ -38,6 +41,17 @@ pub struct MigrateBenchArgs {
 }
 
 const REGION: RegionId = RegionId::new(5, 5);
+
+/// A busy little script: every 500 ms it counts in its memory (so every round has chunks to
+/// carry) and its globals change.
+const BENCH_SCRIPT: &str = r#"(module
+  (import "terrane" "set_timer" (func $set_timer (param i64)))
+  (memory 1 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "start") (call $set_timer (i64.const 500)))
+  (func (export "timer")
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (i32.store (i32.const 1024) (global.get $n))))"#;
 
 /// Child processes killed when the bench ends, however it ends.
 struct Procs(Vec<Child>);
@@ -140,10 +154,26 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         send(&tool.tx, Input::CreateObject { tag: k as u64, spec }).await;
     }
     wait_entities(&http, &hosts[0].api, a.objects as u64).await?;
+    anyhow::ensure!(a.scripts <= a.objects, "--scripts can be at most --objects (one script per object)");
+    if a.scripts > 0 {
+        let module = BENCH_SCRIPT.as_bytes().to_vec();
+        let hash = world::ModuleHash::of(&module);
+        send(&tool.tx, Input::AddModule { bytes: module }).await;
+        for k in 0..a.scripts {
+            // Objects made in this order got serials 1, 2, 3… from the region.
+            let object = EntityId(u64::from(REGION.x) << 48 | u64::from(REGION.y) << 32 | (k as u64 + 1));
+            send(&tool.tx, Input::AddScript { object, module: hash }).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while stats(&http, &hosts[0].api).await["scripts"].as_u64().unwrap_or(0) < a.scripts as u64 {
+            anyhow::ensure!(Instant::now() < deadline, "the scripts never all started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let owner_now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut bots = None;
     let mut driver = None;
+    let mut gateway_url = None;
     if a.no_bots {
         // Avatars driven over host links, moving during the whole run.
         let avatars: Vec<EntityId> = (0..a.avatars).map(|k| EntityId(1 << 63 | k as u64)).collect();
@@ -177,51 +207,68 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         let gw = free_addr()?;
         let spawn_at = REGION.to_string();
         spawn(&mut procs, &["gateway", "--listen", &gw, "--directory", &dir_url, "--spawn", &spawn_at])?;
-        let duration = Duration::from_secs(8 + 3 * a.repeat as u64);
-        let mut config =
-            bot::BotConfig::new(format!("ws://{gw}/ws"), a.avatars, bot::Behaviour::Wander, duration);
-        config.seed = a.seed;
-        bots = Some(tokio::spawn(bot::run_bots(config)));
+        gateway_url = Some(format!("ws://{gw}/ws"));
     }
-    wait_entities(&http, &hosts[0].api, (a.objects + a.avatars) as u64).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
+    // Pre-copy first, watched by its own cohort of bots, so the clients' figures for it are
+    // not mixed with the longer freezes of the other two strategies.
+    let phases: [(&str, &[&str]); 2] =
+        [("pre_copy", &["pre-copy"]), ("stop_and_copy_and_restart", &["stop-and-copy", "restart"])];
     let mut results: Vec<(&str, Vec<Value>)> =
         vec![("pre-copy", vec![]), ("stop-and-copy", vec![]), ("restart", vec![])];
-    for round in 0..a.repeat {
-        for (strategy, out) in results.iter_mut() {
-            let to = 1 - owner;
-            let r = if *strategy == "restart" {
-                restart(&http, &hosts[owner], &hosts[to]).await?
-            } else {
-                migrate(&http, &hosts[owner], &hosts[to], strategy).await?
-            };
-            if r["committed"] == true {
-                owner = to;
-                owner_now.store(owner, std::sync::atomic::Ordering::SeqCst);
+    let mut bots = serde_json::Map::new();
+    for (phase, strategies) in phases {
+        let window =
+            Duration::from_secs(5) + Duration::from_millis(1500) * (a.repeat * strategies.len()) as u32;
+        let cohort = gateway_url.as_ref().map(|url| {
+            let mut config = bot::BotConfig::new(url.clone(), a.avatars, bot::Behaviour::Wander, window);
+            config.seed = a.seed;
+            tokio::spawn(bot::run_bots(config))
+        });
+        let joined = Instant::now();
+        wait_entities(&http, &hosts[owner].api, (a.objects + a.avatars) as u64).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for round in 0..a.repeat {
+            for strategy in strategies {
+                let to = 1 - owner;
+                let r = if *strategy == "restart" {
+                    restart(&http, &hosts[owner], &hosts[to]).await?
+                } else {
+                    migrate(&http, &hosts[owner], &hosts[to], strategy).await?
+                };
+                if r["committed"] == true {
+                    owner = to;
+                    owner_now.store(owner, std::sync::atomic::Ordering::SeqCst);
+                }
+                results.iter_mut().find(|(s, _)| s == strategy).expect("known strategy").1.push(r);
+                // Let the region settle into its new home before the next move.
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            out.push(r);
-            // Let the region settle into its new home before the next move.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            if !a.json {
+                eprintln!("bench migrate: {phase}: round {} of {} done", round + 1, a.repeat);
+            }
         }
-        if !a.json {
-            eprintln!("bench migrate: round {} of {} done", round + 1, a.repeat);
+        let covered = joined.elapsed() + Duration::from_millis(500) < window;
+        if let Some(c) = cohort {
+            let mut report = serde_json::to_value(c.await??)?;
+            // Whether every migration of the phase happened while the bots were connected.
+            report["covered_all_migrations"] = Value::Bool(covered);
+            bots.insert(phase.to_string(), report);
+            // The cohort's avatars leave with it; the next cohort brings its own.
+            wait_entities(&http, &hosts[owner].api, a.objects as u64).await?;
         }
     }
     if let Some(d) = driver {
         d.abort();
     }
-    let bots = match bots {
-        Some(b) => Some(serde_json::to_value(b.await??)?),
-        None => None,
-    };
+    let bots = (!bots.is_empty()).then_some(Value::Object(bots));
     let pre = summarize(&results[0].1);
     let stop = summarize(&results[1].1);
     let restart = summarize(&results[2].1);
     Ok(Report {
         avatars: a.avatars,
         objects: a.objects,
-        scripts: 0,
+        scripts: a.scripts,
         repeat: a.repeat,
         pre_copy_over_stop_and_copy: pre.freeze_ms_p50 / stop.freeze_ms_p50.max(1e-9),
         pre_copy: pre,

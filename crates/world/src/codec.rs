@@ -297,11 +297,6 @@ impl Region {
         postcard::to_stdvec(&self.state_ref()).expect("serializing to memory cannot fail")
     }
 
-    /// xxh3 over the canonical encoding. Equal hashes at the same tick mean equal state.
-    pub fn state_hash(&self) -> u64 {
-        xxh3_64(&self.canonical_bytes())
-    }
-
     /// A full snapshot at the current tick boundary, enveloped and compressed (zstd).
     pub fn snapshot(&self) -> Vec<u8> {
         self.snapshot_with(Compression::Zstd)
@@ -356,6 +351,7 @@ impl Region {
             avatars,
             scripts: s.scripts,
             script_tombstones: s.script_tombstones.into_iter().collect(),
+            hash_cache: Default::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod entity;
+mod hash;
 pub mod input;
 pub mod limits;
 pub mod region;

@@ -68,6 +68,8 @@ pub struct Region {
     /// Removed scripts with the generation of their removal, for deltas (pruned with the
     /// entity tombstones, under the same floor).
     pub(crate) script_tombstones: BTreeMap<ScriptId, u64>,
+    /// Derived: hashes of rows by generation stamp, so `state_hash` is cheap.
+    pub(crate) hash_cache: crate::hash::HashCache,
 }
 
 /// Per-tick scratch: the generation being stamped and who was touched.
@@ -109,6 +111,7 @@ impl Region {
             avatars: 0,
             scripts: ScriptTable::default(),
             script_tombstones: BTreeMap::new(),
+            hash_cache: Default::default(),
         }
     }
 

@@ -67,6 +67,11 @@ impl Terrain {
         }
     }
 
+    /// The stamp of the most recent edit (0 if never edited).
+    pub(crate) fn newest_patch_gen(&self) -> u64 {
+        self.patch_gen.iter().copied().max().unwrap_or(0)
+    }
+
     pub fn heights(&self) -> &[f32] {
         &self.heights
     }
