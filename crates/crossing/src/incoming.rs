@@ -45,18 +45,26 @@ pub struct Incoming {
     provisional: BTreeMap<CrossingId, Provisional>,
     finished: BTreeSet<CrossingId>,
     finished_order: VecDeque<CrossingId>,
+    remember: usize,
     outbox: VecDeque<Transmit>,
     events: VecDeque<IncomingEvent>,
 }
 
 impl Incoming {
     pub fn new(region: RegionId) -> Incoming {
+        Incoming::remembering(region, MAX_REMEMBERED_FINISHED)
+    }
+
+    /// A receiver that remembers only `finished` settled crossings. Tests use a tiny memory
+    /// to show that a forgotten crossing's late duplicates are still harmless.
+    pub fn remembering(region: RegionId, finished: usize) -> Incoming {
         Incoming {
             region,
             next_nonce: 0,
             provisional: BTreeMap::new(),
             finished: BTreeSet::new(),
             finished_order: VecDeque::new(),
+            remember: finished,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -152,7 +160,7 @@ impl Incoming {
         if self.finished.insert(id) {
             self.finished_order.push_back(id);
         }
-        while self.finished_order.len() > MAX_REMEMBERED_FINISHED {
+        while self.finished_order.len() > self.remember {
             if let Some(old) = self.finished_order.pop_front() {
                 self.finished.remove(&old);
             }
