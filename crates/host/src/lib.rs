@@ -413,12 +413,17 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     if let Some(m) = migration.as_mut() {
         // Right after a tick is the one moment a freeze costs nothing extra: the next round
         // (or the final one) is cut here, on the tick thread.
+        let was_ticking = m.should_tick();
         m.on_tick_boundary(shared.epoch.elapsed().as_micros() as u64, &region);
+        if was_ticking && !m.should_tick() {
+            tracing::debug!(target: "freeze", region = %id, tick_end = unix, cut_us = unix_us() - unix, "source froze");
+        }
     }
     let (entities, avatars) = (region.entity_count(), region.avatar_count());
     drop(region);
     drop(migration);
     if let Some(hook) = slot.first_tick.lock().take() {
+        tracing::debug!(target: "freeze", region = %id, at = unix, tick_us = started.elapsed().as_micros() as u64, "first tick here");
         hook(unix);
     }
     slot.boundary.notify_one();

@@ -330,14 +330,25 @@ impl Net {
             }
         }
         let id = msg.id();
+        let key = matches!(msg, Msg::Chunk { freeze: Some(_), .. } | Msg::Commit { .. });
+        if key {
+            tracing::debug!(target: "freeze", at = crate::unix_us(), "target received {}", if matches!(msg, Msg::Commit { .. }) { "Commit" } else { "the final round" });
+        }
         if let Some(inc) = incoming.get_mut(&id) {
             inc.reply = reply.clone();
             inc.target.handle_msg(now, msg);
         }
         drop(incoming);
         self.drive_incoming(id);
-        // After the acknowledgement went out: bring the prepared scripts up to this round.
-        self.prepare_scripts(id);
+        if key {
+            tracing::debug!(target: "freeze", at = crate::unix_us(), "target handled it");
+        }
+        // Bringing the prepared scripts up to this round is real work (instantiating,
+        // copying memories): off the link's task, so that the acknowledgement just queued goes
+        // out now and the next message (the Commit) is read meanwhile.
+        if let Some(net) = self.me.upgrade() {
+            tokio::task::spawn_blocking(move || net.prepare_scripts(id));
+        }
     }
 
     /// Instantiates the replica's scripts ahead of the commit and keeps them in step with
@@ -389,8 +400,15 @@ impl Net {
                 TargetEvent::Prepare { .. } => inc.target.prepared(now),
                 TargetEvent::Committed { region: state, epoch } => {
                     inc.finished_at = Some(now);
-                    // Prepared instances fit only the state they were brought up to.
-                    let scripts = inc.scripts.take().filter(|_| inc.prepared_gen == Some(state.generation()));
+                    // Prepared instances must match the state exactly: catch up on the last
+                    // round here if its preparation has not run yet.
+                    let mut scripts = inc.scripts.take();
+                    if let (Some(s), Some(sh)) = (scripts.as_mut(), self.host.script_host()) {
+                        if inc.prepared_gen != Some(state.generation()) {
+                            s.prepare_from(&sh, &state, inc.prepared_gen);
+                        }
+                    }
+                    inc.prepared_gen = Some(state.generation());
                     drop(incoming);
                     self.moved.lock().remove(&region);
                     let hook: crate::FirstTickHook = Box::new(move |unix_us| {
@@ -616,7 +634,9 @@ impl Net {
     ) -> bool {
         match event {
             SourceEvent::CasEpoch { from, to: epoch, .. } => {
+                tracing::debug!(target: "freeze", at = crate::unix_us(), "source: final round acknowledged");
                 let swapped = self.swap_epoch(region, from, Placement { host: to.to_string(), epoch }).await;
+                tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "source: compare-and-swap answered");
                 let now = self.host.now_us();
                 if let Some(s) = slot.migration.lock().as_mut() {
                     s.handle_cas_result(now, swapped);

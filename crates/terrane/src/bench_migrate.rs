@@ -70,7 +70,7 @@ fn spawn(procs: &mut Procs, args: &[&str]) -> anyhow::Result<()> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("TERRANE_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()?;
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;

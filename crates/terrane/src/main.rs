@@ -10,6 +10,7 @@ mod run;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use world::RegionId;
 
@@ -182,9 +183,10 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             net.name()
         );
-        let served = axum::serve(listener, host::api::router(host.clone(), prometheus, Some(net)))
-            .with_graceful_shutdown(run::stop_signal(None))
-            .await;
+        let served =
+            axum::serve(listener.tap_io(no_delay), host::api::router(host.clone(), prometheus, Some(net)))
+                .with_graceful_shutdown(run::stop_signal(None))
+                .await;
         host.shutdown();
         served?;
         anyhow::Ok(())
@@ -237,9 +239,18 @@ fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         println!("terrane orchestrator: directory on http://{}/directory", listener.local_addr()?);
-        axum::serve(listener, directory::router(dir)).with_graceful_shutdown(run::stop_signal(None)).await?;
+        // The migration's commit point is a request to this server: no Nagle delay on answers.
+        axum::serve(listener.tap_io(no_delay), directory::router(dir))
+            .with_graceful_shutdown(run::stop_signal(None))
+            .await?;
         anyhow::Ok(())
     })
+}
+
+/// Small request/answer exchanges (directory compare-and-swap, API calls) must not wait for
+/// Nagle's algorithm.
+pub fn no_delay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 /// Parses durations like `10s`, `1m30s`, `250ms`.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use clap::Args;
 use directory::{Directory, MemoryDirectory};
 use host::net::Net;
@@ -135,7 +136,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, app) in servers {
-            tasks.spawn(async move { axum::serve(listener, app).await });
+            tasks.spawn(async move { axum::serve(listener.tap_io(crate::no_delay), app).await });
         }
         let status = async {
             let mut every = tokio::time::interval(Duration::from_secs(1));
