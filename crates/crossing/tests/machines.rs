@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::vehicle;
+use common::{script, vehicle};
 use crossing::limits::{GIVE_UP_US, MAX_INCOMING_IN_FLIGHT, RETRANSMIT_US};
 use crossing::{
     CrossingId, Incoming, IncomingEvent, Msg, MsgError, Outgoing, OutgoingEvent, RefuseReason, ReturnReason,
@@ -201,4 +201,60 @@ fn decoding_garbage_truncated_or_inconsistent_bytes_returns_errors() {
     assert!(matches!(Msg::decode(&bytes), Err(MsgError::BadUnit(UnitError::Inconsistent(_)))));
     let huge = vec![0u8; crossing::limits::MAX_MESSAGE_BYTES + 1];
     assert!(matches!(Msg::decode(&huge), Err(MsgError::TooLarge(_))));
+}
+
+#[test]
+fn a_scripted_vehicle_crosses_with_its_scripts_and_riders_in_one_message() {
+    let (mut a, mut b) = (Outgoing::new(A), Incoming::new(B));
+    let mut unit = vehicle(100, 2, 2);
+    unit.scripts = vec![script(1, EntityId(100)), script(2, EntityId(101))];
+    let id = a.start(0, unit.clone(), B).unwrap();
+    let offer = only(transmits(|| a.poll_transmit()), B);
+    let offer = Msg::decode(&offer.encode()).expect("an offer survives the wire");
+    b.handle_msg(1, A, offer);
+    a.handle_msg(2, B, only(transmits(|| b.poll_transmit()), A));
+    b.handle_msg(3, A, only(transmits(|| a.poll_transmit()), B));
+    let _ = b.poll_event();
+    assert_eq!(b.poll_event(), Some(IncomingEvent::Adopt { id, unit }));
+}
+
+#[test]
+fn a_script_living_outside_the_unit_is_rejected() {
+    let mut unit = vehicle(100, 1, 0);
+    unit.scripts = vec![script(1, EntityId(5))];
+    assert!(matches!(Outgoing::new(A).start(0, unit, B), Err(StartError::Unit(UnitError::Inconsistent(_)))));
+}
+
+#[test]
+fn a_late_duplicate_offer_to_a_receiver_that_forgot_the_crossing_is_cancelled_not_adopted() {
+    let (mut a, mut b) = (Outgoing::new(A), Incoming::remembering(B, 0));
+    let id = a.start(0, vehicle(100, 0, 0), B).unwrap();
+    let offer = only(transmits(|| a.poll_transmit()), B);
+    b.handle_msg(1, A, offer.clone());
+    a.handle_msg(2, B, only(transmits(|| b.poll_transmit()), A));
+    let release = only(transmits(|| a.poll_transmit()), B);
+    b.handle_msg(3, A, release.clone());
+    let done = only(transmits(|| b.poll_transmit()), A);
+    assert!(matches!(b.poll_event(), Some(IncomingEvent::Accepted { .. })));
+    assert!(matches!(b.poll_event(), Some(IncomingEvent::Adopt { .. })));
+
+    // The receiver remembers nothing: the duplicate is accepted again, under a new nonce.
+    b.handle_msg(4, A, offer);
+    let second = only(transmits(|| b.poll_transmit()), A);
+    assert!(matches!(second, Msg::Accept { nonce: 1, .. }));
+    // A duplicate of the old release names the old acceptance: it confirms, never adopts.
+    b.handle_msg(5, A, release);
+    assert_eq!(b.poll_event(), Some(IncomingEvent::Accepted { id, root: EntityId(100) }));
+    assert_eq!(b.poll_event(), Some(IncomingEvent::Dropped { id, root: EntityId(100) }));
+    assert!(b.poll_event().is_none());
+    assert!(matches!(only(transmits(|| b.poll_transmit()), A), Msg::Done { nonce: 0, .. }));
+
+    // And the sender, released to nonce 0 or already finished, cancels nonce 1 either way.
+    a.handle_msg(6, B, second.clone());
+    assert_eq!(only(transmits(|| a.poll_transmit()), B), Msg::Cancel { id, nonce: 1 });
+    a.handle_msg(7, B, done);
+    assert_eq!(a.poll_event(), Some(OutgoingEvent::Released { id, root: EntityId(100), to: B }));
+    assert_eq!(a.poll_event(), Some(OutgoingEvent::Completed { id }));
+    a.handle_msg(8, B, second);
+    assert_eq!(only(transmits(|| a.poll_transmit()), B), Msg::Cancel { id, nonce: 1 });
 }

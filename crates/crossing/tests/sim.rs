@@ -104,6 +104,8 @@ struct Stats {
     adopted: u64,
     returned: u64,
     dropped: u64,
+    /// Crashes that hit a region with crossings open on either of its borders.
+    crashed_mid_crossing: u64,
 }
 
 impl Sim {
@@ -328,6 +330,9 @@ impl Sim {
             if let Some((n, at, _)) = self.sc.crash {
                 if self.nodes[n].alive && self.now >= at && self.now < END_US && !self.restarted(n) {
                     self.nodes[n].alive = false;
+                    if self.nodes[n].out.in_flight() + self.nodes[n].inc.provisional() > 0 {
+                        self.stats.crashed_mid_crossing += 1;
+                    }
                 }
             }
             if from_queue {
@@ -411,6 +416,7 @@ fn crossings_never_lose_or_double_a_unit_under_loss_partitions_and_crashes() {
                 total.adopted += s.adopted;
                 total.returned += s.returned;
                 total.dropped += s.dropped;
+                total.crashed_mid_crossing += s.crashed_mid_crossing;
             }
             Err(e) => panic!(
                 "seed {seed} failed: {e}\nreplay: CROSSING_SIM_SEED={seed} cargo test -p crossing --test sim"
@@ -420,6 +426,9 @@ fn crossings_never_lose_or_double_a_unit_under_loss_partitions_and_crashes() {
     eprintln!("{} seeds: {total:?}", seeds.len());
     // The runs must exercise every path, not pass vacuously.
     if seeds.len() >= 50 {
-        assert!(total.adopted > 0 && total.returned > 0 && total.dropped > 0, "{total:?}");
+        assert!(
+            total.adopted > 0 && total.returned > 0 && total.dropped > 0 && total.crashed_mid_crossing > 0,
+            "{total:?}"
+        );
     }
 }

@@ -40,3 +40,18 @@ pub fn vehicle(root: u64, children: u64, riders: u64) -> crossing::Unit {
     }));
     crossing::Unit { root: r, entities, scripts: Vec::new() }
 }
+
+/// A started script living in `object`, with some memory and control state.
+pub fn script(id: u64, object: EntityId) -> world::ScriptRecord {
+    world::ScriptRecord {
+        id: world::ScriptId(id),
+        object,
+        module: world::ModuleHash(0xfeed_u128 << 64 | id as u128),
+        start: world::ScriptStart { seed: id, creator: None },
+        created: 1,
+        gen: 2,
+        chunks: vec![world::MemoryChunk { gen: 2, bytes: vec![7; 64] }],
+        control: vec![1, 2, 3],
+        control_gen: 2,
+    }
+}
