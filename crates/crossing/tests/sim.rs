@@ -122,7 +122,10 @@ impl Sim {
             })
             .collect();
         for u in 0..UNITS {
-            let unit = common::vehicle(10_000 * (u + 1), u % 4, u % 3);
+            let mut unit = common::vehicle(10_000 * (u + 1), u % 4, u % 3);
+            if u % 2 == 0 {
+                unit.scripts.push(common::script(u, unit.root));
+            }
             nodes[(u as usize) % REGIONS].held.insert(unit.root, unit);
         }
         let mut sim = Sim {
