@@ -22,6 +22,16 @@
 //! unit is in flight: in no region, but held by both machines' durable state, never lost.
 //! The caller persists this machine together with its region (the decision and the deletion
 //! are one durable step), so a restarted region resumes exactly where it crashed.
+//!
+//! # What the host must make durable
+//!
+//! Checkpoints lose the last seconds of motion, which this protocol cannot afford at three
+//! points: the sender's `Released` decision with the deletion (else a region restored from an
+//! older checkpoint holds a unit its neighbour owns), the receiver's provisional acceptance
+//! (else a release can reach a receiver that no longer has the unit: lost), and the
+//! receiver's adoption. Each goes to the write-ahead log before the message that follows it
+//! (`Release`, `Accept`, `Done`) is sent; and the crossing counter never goes back, so ids
+//! are never reused.
 
 use std::collections::{BTreeMap, VecDeque};
 
