@@ -44,9 +44,17 @@ pub fn run_batch(
 ) -> BatchReport {
     let run = |scripts: &mut [Script]| -> Vec<crate::script::TickReport> {
         match pool {
-            // Small jobs are fine: rayon splits adaptively and steals, which also balances
-            // scripts of very different cost.
-            Some(_) => scripts.par_iter_mut().map(|s| s.run_tick(view, budget)).collect(),
+            // Contiguous runs of scripts, a few per thread: one task per script spent more on
+            // scheduling and cache misses than a trivial handler costs (1.65× on 2 threads
+            // against 1.8–2× this way); eight runs per thread still let stealing even out
+            // scripts of very different cost. Reports come back in slice order.
+            Some(p) => {
+                let chunk = scripts.len().div_ceil(p.current_num_threads() * 8).max(1);
+                scripts
+                    .par_chunks_mut(chunk)
+                    .flat_map_iter(|c| c.iter_mut().map(|s| s.run_tick(view, budget)).collect::<Vec<_>>())
+                    .collect()
+            }
             None => scripts.iter_mut().map(|s| s.run_tick(view, budget)).collect(),
         }
     };
