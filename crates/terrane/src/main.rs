@@ -153,12 +153,18 @@ fn main() {
     }
 }
 
-fn run_host(args: HostArgs) -> anyhow::Result<()> {
-    let mut config = host::HostConfig { seed: args.seed, ..Default::default() };
-    if let Some(c) = args.cores {
+/// A host's configuration from the command line: all cores unless `--cores` says otherwise.
+pub fn host_config(seed: u32, cores: Option<usize>) -> anyhow::Result<host::HostConfig> {
+    let mut config = host::HostConfig { seed, ..Default::default() };
+    if let Some(c) = cores {
         anyhow::ensure!(c >= 1, "--cores must be at least 1");
         config.cores = c;
     }
+    Ok(config)
+}
+
+fn run_host(args: HostArgs) -> anyhow::Result<()> {
+    let config = host_config(args.seed, args.cores)?;
     let prometheus = host::metrics::prometheus();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {

@@ -52,11 +52,7 @@ struct Node {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut config = host::HostConfig { seed: args.seed, ..Default::default() };
-    if let Some(c) = args.cores {
-        anyhow::ensure!(c >= 1, "--cores must be at least 1");
-        config.cores = c;
-    }
+    let config = crate::host_config(args.seed, args.cores)?;
     let prometheus = host::metrics::prometheus();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let directory: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
