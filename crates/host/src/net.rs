@@ -75,10 +75,16 @@ struct Incoming {
     reply: LinkTx,
     region: RegionId,
     finished_at: Option<u64>,
-    /// Live script instances kept in step with the replica, round by round.
+    /// Live script instances kept in step with the replica, round by round. Behind their own
+    /// lock: preparing them takes long, and must not hold up the rounds (or the final one).
+    prepared: Arc<Mutex<Prepared>>,
+}
+
+#[derive(Default)]
+struct Prepared {
     scripts: Option<crate::scripting::RegionScripts>,
     /// Replica generation the scripts were last brought up to.
-    prepared_gen: Option<u64>,
+    generation: Option<u64>,
 }
 
 pub struct Net {
@@ -260,7 +266,17 @@ impl Net {
         }
         while let Some(msg) = link.rx.recv().await {
             match msg {
-                LinkMsg::Migration { region, msg } => self.on_migration_msg(region, msg, &link.tx),
+                LinkMsg::Migration { region, msg } => {
+                    if let Some(id) = self.on_migration_msg(region, msg, &link.tx) {
+                        // A pre-copy round just landed: prepare its scripts before acknowledging
+                        // it, off this task (other links go on meanwhile). The source's round
+                        // timing then includes the preparation, so it freezes only once the
+                        // target keeps up, and the commit finds the instances ready.
+                        let net = self.clone();
+                        let _ = tokio::task::spawn_blocking(move || net.prepare_scripts(id)).await;
+                        self.drive_incoming(id);
+                    }
+                }
                 LinkMsg::Input { region, input } => self.deliver_input(region, input),
                 LinkMsg::Subscribe { region } => {
                     if self.host.stats(region).is_ok() {
@@ -291,7 +307,9 @@ impl Net {
         }
     }
 
-    fn on_migration_msg(&self, region: RegionId, msg: Msg, reply: &LinkTx) {
+    /// Handles a migration message. Returns the migration's id when a pre-copy round has been
+    /// applied whose scripts should be prepared before the acknowledgement goes out.
+    fn on_migration_msg(&self, region: RegionId, msg: Msg, reply: &LinkTx) -> Option<MigrationId> {
         let to_source = matches!(
             msg,
             Msg::Prepared { .. }
@@ -305,7 +323,7 @@ impl Net {
             if let Some(tx) = self.outgoing.lock().get(&msg.id()) {
                 let _ = tx.try_send(msg);
             }
-            return;
+            return None;
         }
         if matches!(msg, Msg::Chunk { freeze: Some(_), .. }) && failpoint("target-dies-at-freeze") {
             // Fault injection for the real-process tests: die like kill -9 inside the freeze.
@@ -323,8 +341,7 @@ impl Net {
                         reply: reply.clone(),
                         region,
                         finished_at: None,
-                        scripts: None,
-                        prepared_gen: None,
+                        prepared: Arc::default(),
                     },
                 );
             }
@@ -334,11 +351,19 @@ impl Net {
         if key {
             tracing::debug!(target: "freeze", at = crate::unix_us(), "target received {}", if matches!(msg, Msg::Commit { .. }) { "Commit" } else { "the final round" });
         }
+        let mut prepare_first = false;
         if let Some(inc) = incoming.get_mut(&id) {
             inc.reply = reply.clone();
             inc.target.handle_msg(now, msg);
+            prepare_first = inc.target.phase() == migrate::TargetPhase::Receiving
+                && inc.target.replica().is_some_and(|r| {
+                    r.script_count() > 0 && inc.prepared.lock().generation != Some(r.generation())
+                });
         }
         drop(incoming);
+        if prepare_first {
+            return Some(id);
+        }
         self.drive_incoming(id);
         if key {
             tracing::debug!(target: "freeze", at = crate::unix_us(), "target handled it");
@@ -349,25 +374,35 @@ impl Net {
         if let Some(net) = self.me.upgrade() {
             tokio::task::spawn_blocking(move || net.prepare_scripts(id));
         }
+        None
     }
 
     /// Instantiates the replica's scripts ahead of the commit and keeps them in step with
     /// each round, so neither the freeze nor the first tick here has to.
     fn prepare_scripts(&self, id: MigrationId) {
-        let mut incoming = self.incoming.lock();
-        let Some(inc) = incoming.get_mut(&id) else { return };
-        let Some(replica) = inc.target.replica() else { return };
-        if replica.script_count() == 0 && inc.scripts.is_none() {
-            return;
-        }
-        let generation = replica.generation();
-        if inc.prepared_gen == Some(generation) {
-            return;
-        }
+        // Under the migrations' lock only long enough to copy the replica; a preparation
+        // already running will be followed by this one (or caught up at the commit).
+        let (replica, prepared) = {
+            let incoming = self.incoming.lock();
+            let Some(inc) = incoming.get(&id) else { return };
+            let Some(replica) = inc.target.replica() else { return };
+            let Some(p) = inc.prepared.try_lock_for(std::time::Duration::from_secs(5)) else { return };
+            if (replica.script_count() == 0 && p.scripts.is_none())
+                || p.generation == Some(replica.generation())
+            {
+                return;
+            }
+            drop(p);
+            (replica.clone(), inc.prepared.clone())
+        };
         let Some(sh) = self.host.script_host() else { return };
-        let scripts = inc.scripts.get_or_insert_with(Default::default);
-        scripts.prepare_from(&sh, replica, inc.prepared_gen);
-        inc.prepared_gen = Some(generation);
+        let mut p = prepared.lock();
+        if p.generation.is_some_and(|g| g >= replica.generation()) {
+            return;
+        }
+        let since = p.generation;
+        p.scripts.get_or_insert_with(Default::default).prepare_from(&sh, &replica, since);
+        p.generation = Some(replica.generation());
     }
 
     fn sweep_incoming(&self) {
@@ -400,16 +435,21 @@ impl Net {
                 TargetEvent::Prepare { .. } => inc.target.prepared(now),
                 TargetEvent::Committed { region: state, epoch } => {
                     inc.finished_at = Some(now);
-                    // Prepared instances must match the state exactly: catch up on the last
-                    // round here if its preparation has not run yet.
-                    let mut scripts = inc.scripts.take();
-                    if let (Some(s), Some(sh)) = (scripts.as_mut(), self.host.script_host()) {
-                        if inc.prepared_gen != Some(state.generation()) {
-                            s.prepare_from(&sh, &state, inc.prepared_gen);
-                        }
-                    }
-                    inc.prepared_gen = Some(state.generation());
+                    let prepared = inc.prepared.clone();
                     drop(incoming);
+                    // Prepared instances must match the state exactly: catch up on the last
+                    // round here if its preparation has not run yet (waiting for one running).
+                    let scripts = {
+                        let mut p = prepared.lock();
+                        let mut scripts = p.scripts.take();
+                        if let (Some(s), Some(sh)) = (scripts.as_mut(), self.host.script_host()) {
+                            if p.generation != Some(state.generation()) {
+                                s.prepare_from(&sh, &state, p.generation);
+                            }
+                        }
+                        p.generation = Some(state.generation());
+                        scripts
+                    };
                     self.moved.lock().remove(&region);
                     let hook: crate::FirstTickHook = Box::new(move |unix_us| {
                         reply.send(&LinkMsg::FirstTick { region, id, unix_us });

@@ -404,10 +404,8 @@ impl Source {
     /// Learns the link from the round just acknowledged.
     fn measure(&mut self, now: u64) {
         let Some(f) = &self.in_flight else { return };
-        // A retransmitted round measures the retransmission timer, not the link.
-        if f.last_sent != f.sent_at {
-            return;
-        }
+        // Timed from the first send even when the round was sent again: an overestimate when
+        // a copy was lost, which errs on the side of one more round rather than a long freeze.
         let elapsed = now.saturating_sub(f.sent_at).max(1);
         self.latency_us = Some(self.latency_us.map_or(elapsed, |l| l.min(elapsed)));
         if f.bytes >= BANDWIDTH_SAMPLE_BYTES {
