@@ -319,7 +319,9 @@ impl Source {
                 let estimate = self.estimate_us(bytes.len() as u64);
                 return self.freeze(now, region, Payload::Snapshot, bytes, estimate, false);
             }
-            return self.send_round(now, Payload::Snapshot, bytes, region.generation(), None);
+            self.send_round(now, Payload::Snapshot, bytes, region.generation(), None);
+            let _ = region.state_hash();
+            return;
         };
         if region.generation() == acked && self.estimate_us(0) > self.policy.freeze_budget_us {
             return; // nothing new since the last round: wait for the next tick
@@ -355,6 +357,8 @@ impl Source {
             }
         } else {
             self.send_round(now, payload, bytes, region.generation(), None);
+            // Warm the row-hash cache now, so the hash taken inside the freeze is incremental.
+            let _ = region.state_hash();
         }
     }
 
