@@ -43,6 +43,17 @@ fn prepared_pair(now: u64) -> (Source, Target) {
     (s, t)
 }
 
+/// A pair past the full copy, with the source frozen one tick later (its final round queued).
+fn frozen_pair() -> (Source, Target) {
+    let mut r = region();
+    let (mut s, mut t) = prepared_pair(0);
+    s.on_tick_boundary(10, &r);
+    exchange(20, &mut s, &mut t);
+    r.tick(30_000, []);
+    s.on_tick_boundary(30_001, &r);
+    (s, t)
+}
+
 #[test]
 fn an_idle_region_freezes_after_the_first_round_and_commits_on_the_compare_and_swap() {
     let mut r = region();
@@ -95,12 +106,7 @@ fn a_replica_that_disagrees_at_the_freeze_aborts_and_the_source_resumes() {
 
 #[test]
 fn the_source_refuses_a_hash_mismatch_and_hands_back_buffered_inputs() {
-    let mut r = region();
-    let (mut s, mut t) = prepared_pair(0);
-    s.on_tick_boundary(10, &r);
-    exchange(20, &mut s, &mut t);
-    r.tick(30_000, []);
-    s.on_tick_boundary(30_001, &r);
+    let (mut s, _t) = frozen_pair();
     assert_eq!(s.phase(), Phase::Frozen);
     s.buffer_input(Input::RemoveAvatar { id: world::EntityId(1) }).unwrap();
     s.handle_msg(30_010, Msg::FreezeAck { id: ID, round: 1, state_hash: 7, ok: true });
@@ -121,12 +127,7 @@ fn the_source_refuses_a_hash_mismatch_and_hands_back_buffered_inputs() {
 
 #[test]
 fn a_refused_compare_and_swap_fences_the_source() {
-    let mut r = region();
-    let (mut s, mut t) = prepared_pair(0);
-    s.on_tick_boundary(10, &r);
-    exchange(20, &mut s, &mut t);
-    r.tick(30_000, []);
-    s.on_tick_boundary(30_001, &r);
+    let (mut s, mut t) = frozen_pair();
     exchange(30_100, &mut s, &mut t);
     assert!(matches!(s.poll_event(), Some(SourceEvent::CasEpoch { .. })));
     s.handle_cas_result(30_200, false);
