@@ -436,7 +436,11 @@ impl RegionScripts {
 }
 
 fn has_script_inputs(inputs: &[Input]) -> bool {
-    inputs.iter().any(|i| matches!(i, Input::AddScript { .. } | Input::Rez { .. }))
+    inputs.iter().any(|i| match i {
+        Input::AddScript { .. } | Input::Rez { .. } => true,
+        Input::Arrive { scripts, .. } => !scripts.is_empty(),
+        _ => false,
+    })
 }
 
 /// One tick's script pass over a region.
@@ -457,6 +461,12 @@ impl ScriptPass for Pass<'_> {
             let targets: Vec<usize> = rs.find_object(t.object).collect();
             for i in targets {
                 rs.enqueue(i, Event::Touch { toucher: t.avatar });
+            }
+        }
+        for &(object, from) in region.arrivals() {
+            let targets: Vec<usize> = rs.find_object(object).collect();
+            for i in targets {
+                rs.enqueue(i, Event::RegionCross { from, to: region.id() });
             }
         }
         let view = RegionView::new(region);

@@ -154,3 +154,67 @@ async fn migrate_during_crossings(delay_ms: u64) {
     assert!(a.host().region_ids().is_empty());
     assert_eq!(b.host().region_ids(), vec![WEST, EAST]);
 }
+
+/// The default world's ferry: drives east, counts the borders it crossed in its text.
+const FERRY: &str = include_str!("../../terrane/world/ferry.wat");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_vehicle_crosses_with_its_script_and_its_rider() {
+    let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
+    let a = start_host(dir.clone()).await;
+    let b = start_host(dir.clone()).await;
+    a.claim_new(WEST, None).await.unwrap();
+    b.claim_new(EAST, None).await.unwrap();
+    grid_known(&[&a, &b]).await;
+    let module = world::ModuleHash::of(FERRY.as_bytes());
+    let spec = ObjectSpec {
+        name: "ferry".into(),
+        pos: Vec3::new(236.0, 128.0, 0.0),
+        scale: Vec3::new(6.0, 2.5, 1.5),
+        ..Default::default()
+    };
+    a.input(WEST, Input::AddModule { bytes: FERRY.as_bytes().to_vec() });
+    a.input(WEST, Input::CreateObject { tag: 1, spec });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ferry = loop {
+        let found =
+            a.host().with_region(WEST, |r| r.entities().find(|e| e.name == "ferry").map(|e| e.id)).unwrap();
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the ferry was not made");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let rider = world::EntityId(0xF00D);
+    a.input(WEST, Input::AddScript { object: ferry, module });
+    a.input(WEST, Input::AddAvatar { id: rider, name: "passenger".into(), owner: 3, pos: None });
+    a.input(WEST, Input::Sit { avatar: rider, object: ferry });
+
+    // 20 m at 7 m/s: across in about three seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (text, seat, scripts) = loop {
+        let there = b
+            .host()
+            .with_region(EAST, |r| {
+                let f = r.entity(ferry)?;
+                let seat = r.entity(rider).and_then(|e| e.avatar()).and_then(|a| a.seat);
+                Some((f.text.clone(), seat, r.scripts_of(ferry).count()))
+            })
+            .unwrap();
+        if let Some(t) = there.clone().filter(|t| t.0.ends_with("0001")) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the ferry did not arrive with its script: {there:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(text, "ferry, borders crossed: 0001", "region_cross ran in the new region");
+    assert_eq!(seat, Some(ferry), "the passenger rode along, seated");
+    assert_eq!(scripts, 1);
+    let left = a
+        .host()
+        .with_region(WEST, |r| (r.entity(ferry).is_some(), r.avatar_count(), r.script_count()))
+        .unwrap();
+    assert_eq!(left, (false, 0, 0), "nothing of the unit stayed behind");
+    let stats = b.host().stats(EAST).unwrap();
+    assert_eq!(stats.script_errors, 0);
+}

@@ -104,6 +104,12 @@ impl Region {
         self.neighbours
     }
 
+    /// Objects that arrived from a neighbour in the current tick, with where from (for the
+    /// script pass: their scripts get `region_cross`).
+    pub fn arrivals(&self) -> &[(EntityId, RegionId)] {
+        &self.arrivals
+    }
+
     /// The crossing protocol's record (opaque to the region).
     pub fn border_state(&self) -> &[u8] {
         &self.border

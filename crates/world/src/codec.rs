@@ -377,6 +377,7 @@ impl Region {
             neighbours: Default::default(),
             border: s.border,
             border_gen: s.border_gen,
+            arrivals: Vec::new(),
         })
     }
 

@@ -79,6 +79,9 @@ pub struct Region {
     /// The crossing protocol's durable record (opaque here) and the generation it was set at.
     pub(crate) border: Vec<u8>,
     pub(crate) border_gen: u64,
+    /// Derived, this tick only: objects that arrived from a neighbour, with where from (their
+    /// scripts get `region_cross`).
+    pub(crate) arrivals: Vec<(EntityId, RegionId)>,
 }
 
 /// Per-tick scratch: the generation being stamped and who was touched.
@@ -124,6 +127,7 @@ impl Region {
             neighbours: Default::default(),
             border: Vec::new(),
             border_gen: 0,
+            arrivals: Vec::new(),
         }
     }
 
@@ -235,6 +239,7 @@ impl Region {
         let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
 
         let mut touches = Vec::new();
+        self.arrivals.clear();
         for (index, input) in inputs.into_iter().enumerate() {
             let result = if index >= MAX_INPUTS_PER_TICK {
                 Err(InputError::TooManyInputs)
@@ -517,6 +522,9 @@ impl Region {
         let mut roots = Vec::new();
         for mut e in entities {
             // Children stay relative to their root; roots and riders move into this frame.
+            if !e.is_avatar() {
+                self.arrivals.push((e.id, from));
+            }
             if e.parent.is_none() {
                 e.pos = self.clamp_xy(e.pos + shift);
                 if !e.is_avatar() || e.avatar().is_some_and(|a| a.seat.is_none()) {
