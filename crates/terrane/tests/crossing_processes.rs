@@ -3,8 +3,8 @@
 //! commuting bots walking back and forth across the border between the hosts.
 //!
 //! Checked: no bot disconnected or missed an update (sequence gaps), every crossing completed
-//! (none in flight at the end, none refused), departures and arrivals balance, avatars never
-//! exceed the bots while they run, and none is left over once they have gone.
+//! (none in flight at the end, none refused, none called off), every departure arrived exactly
+//! once (the regions' own counters), and no avatar is left over once the bots have gone.
 //!
 //! TERRANE_CROSSING_BOTS (default 100) and TERRANE_CROSSING_SECS (default 60) size the run.
 
@@ -128,7 +128,9 @@ fn commuting_bots_cross_between_two_hosts_and_nothing_is_lost_or_doubled() {
         .spawn()
         .unwrap();
 
-    // While they run: never more avatars than bots (a doubled avatar would show).
+    // While they run, watch the avatar count. The two hosts are asked one after the other,
+    // so an avatar crossing between the two questions can be counted twice or not at all:
+    // doubling is checked where it is exact, by the regions' own crossing counters below.
     let deadline = Instant::now() + Duration::from_secs(secs + 60);
     let mut most = 0;
     let status = loop {
@@ -136,9 +138,7 @@ fn commuting_bots_cross_between_two_hosts_and_nothing_is_lost_or_doubled() {
             break status;
         }
         assert!(Instant::now() < deadline, "the bots did not finish");
-        let avatars = sum(&regions(&apis), |r| r["avatars"].as_u64().unwrap_or(0));
-        assert!(avatars <= bots, "{avatars} avatars for {bots} bots");
-        most = most.max(avatars);
+        most = most.max(sum(&regions(&apis), |r| r["avatars"].as_u64().unwrap_or(0)));
         std::thread::sleep(Duration::from_millis(500));
     };
     let mut out = String::new();
@@ -151,7 +151,7 @@ fn commuting_bots_cross_between_two_hosts_and_nothing_is_lost_or_doubled() {
     assert_eq!(report["seq_gaps"], 0, "{report}");
     assert_eq!(report["stalled"], 0, "{report}");
     assert!(report["crossings"].as_u64().unwrap() >= bots, "each bot crossed at least once: {report}");
-    assert_eq!(most, bots, "all avatars were in the world at some point");
+    assert!(most >= bots, "all avatars were in the world at some point (most seen {most})");
 
     // The bots have gone: their avatars leave (also those that were crossing at the time) and
     // every crossing settles.
@@ -163,6 +163,7 @@ fn commuting_bots_cross_between_two_hosts_and_nothing_is_lost_or_doubled() {
         if avatars == 0 && in_flight == 0 {
             eprintln!("regions: {}", Value::Array(rs.clone()));
             assert_eq!(sum(&rs, |r| crossing(r, "refused")), 0, "no crossing step refused");
+            assert_eq!(sum(&rs, |r| crossing(r, "returned")), 0, "no crossing called off");
             assert_eq!(
                 sum(&rs, |r| crossing(r, "departed")),
                 sum(&rs, |r| crossing(r, "arrived")),
