@@ -75,6 +75,10 @@ struct HostArgs {
     /// it the host keeps a private directory and cannot take part in migrations.
     #[arg(long, value_name = "URL")]
     directory: Option<String>,
+    /// Requests to the control API that change something (load, unload, migrate, restore) must
+    /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
+    control_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -189,10 +193,9 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             net.name()
         );
+        let api = host::api::router_with_token(host.clone(), prometheus, Some(net), args.control_token);
         let served =
-            axum::serve(listener.tap_io(no_delay), host::api::router(host.clone(), prometheus, Some(net)))
-                .with_graceful_shutdown(run::stop_signal(None))
-                .await;
+            axum::serve(listener.tap_io(no_delay), api).with_graceful_shutdown(run::stop_signal(None)).await;
         host.shutdown();
         served?;
         anyhow::Ok(())
@@ -257,6 +260,20 @@ fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
 /// Nagle's algorithm.
 pub fn no_delay(stream: &mut tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
+}
+
+/// A control token: printable ASCII without spaces, 16 to `MAX_CONTROL_TOKEN_BYTES` bytes.
+pub fn parse_control_token(s: &str) -> Result<String, String> {
+    let max = host::api::MAX_CONTROL_TOKEN_BYTES;
+    if s.len() < 16 || s.len() > max || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("a control token is 16 to {max} printable ASCII characters without spaces"));
+    }
+    Ok(s.to_string())
+}
+
+/// A fresh random control token (32 hex digits), as `terrane run` makes at start.
+pub fn new_control_token() -> String {
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
 /// Parses durations like `10s`, `1m30s`, `250ms`.

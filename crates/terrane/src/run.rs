@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Headless bots to connect through the gateway (they wander and measure what they see).
     #[arg(long, default_value_t = 0)]
     pub bots: usize,
+    /// Token that changes through the control APIs and the dashboard must carry
+    /// (default: a fresh random one, printed at start).
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
+    pub control_token: Option<String>,
 }
 
 /// One host of the embedded grid.
@@ -61,6 +65,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         p => SocketAddr::new(args.listen.ip(), p.checked_add(1).unwrap_or(0)),
     };
 
+    // Changes through the control APIs (and the dashboard's buttons) need this token.
+    let control_token = args.control_token.clone().unwrap_or_else(crate::new_control_token);
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for api in [args.listen, second_api] {
@@ -75,8 +81,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
         };
-        let app = host::api::router(host, prometheus.clone(), Some(net.clone()))
-            .merge(directory::router(directory.clone()));
+        let app = host::api::router_with_token(
+            host,
+            prometheus.clone(),
+            Some(net.clone()),
+            Some(control_token.clone()),
+        )
+        .merge(directory::router(directory.clone()));
         servers.push((listener, app));
         nodes.push(Node { net, api });
     }
@@ -109,11 +120,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{}",
+        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{} --control-token {}",
         nodes[0].net.name(),
         nodes[1].net.name(),
         nodes[1].net.name(),
-        nodes[0].api
+        nodes[0].api,
+        control_token
     );
     println!(
         "terrane: gateway {} (guest tokens at {}NAME); a ready guest: {}?token={}",
