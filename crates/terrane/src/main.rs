@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_migrate;
+mod cluster_view;
 mod demo;
 mod living;
 mod migrate_cmd;

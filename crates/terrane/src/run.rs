@@ -105,7 +105,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("cannot listen on {}: {e} (pick another with --gateway)", args.gateway)
         })?;
         let config = gateway::GatewayConfig { world_seed: args.seed, ..Default::default() };
-        anyhow::Ok(gateway::Gateway::start(config, directory.clone(), listener).await?)
+        let pages = web_pages(&nodes, directory.clone(), &control_token)?;
+        anyhow::Ok(gateway::Gateway::start_with_routes(config, directory.clone(), listener, pages).await?)
     })?;
     let guest = gateway.guest_token("Guest")?;
     let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
@@ -133,6 +134,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         gateway.guest_endpoint(),
         guest.url,
         guest.token
+    );
+    println!(
+        "terrane: dashboard http://{addr}/#token={control_token} · viewer http://{addr}/viewer",
+        addr = gateway.addr()
     );
     let bots = (args.bots > 0).then(|| {
         let duration = args.for_.unwrap_or(Duration::from_secs(365 * 24 * 3600));
@@ -176,6 +181,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("{last}");
     println!("terrane: stopped cleanly");
     result
+}
+
+/// The dashboard and viewer, reading the hosts through their control APIs.
+fn web_pages(nodes: &[Node], directory: Arc<dyn Directory>, token: &str) -> anyhow::Result<axum::Router> {
+    let hosts = nodes
+        .iter()
+        .map(|n| crate::cluster_view::HostEndpoint {
+            name: n.net.name().to_string(),
+            api: format!("http://{}", n.api),
+        })
+        .collect();
+    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?;
+    Ok(web::router(Arc::new(view), web::WebConfig { control_token: Some(token.to_string()) }))
 }
 
 fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Duration) -> String {
