@@ -177,7 +177,11 @@ impl Inner {
                 let (cores, busy, count) = match look {
                     Some(l) => (
                         l.cores,
-                        l.regions.iter().map(|s| s.tick_p50_ms * f64::from(s.rate_hz) / 1000.0).sum::<f64>(),
+                        l.regions
+                            .iter()
+                            .map(|s| s.tick_p50_ms * f64::from(s.rate_hz) / 1000.0)
+                            .sum::<f64>()
+                            .max(0.0),
                         l.regions.len(),
                     ),
                     None => (0, 0.0, 0),

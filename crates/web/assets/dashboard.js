@@ -17,12 +17,14 @@ const state = {
 };
 
 // The control token comes from the URL `terrane run` prints (/#token=…) or is typed in.
-(function takeToken() {
+function takeToken() {
   const m = location.hash.match(/token=([^&]+)/);
   if (m) {
     $("token").value = decodeURIComponent(m[1]);
   }
-})();
+}
+takeToken();
+window.addEventListener("hashchange", takeToken);
 
 function colourOf(host) {
   if (!state.hostColour.has(host)) {
