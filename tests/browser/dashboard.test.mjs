@@ -97,3 +97,42 @@ test("a migration started from the page shows in the log with its freeze time an
   assert.notEqual(after.colour, before.colour, "the region is recoloured with its new host's colour");
   assert.deepEqual(browser.errors, []);
 });
+
+test("draining a host from the page moves all its regions to the other host, one at a time", async () => {
+  const { page } = browser;
+  await page.goto(`${grid.base}/#token=${grid.token}`);
+  await page.locator(".host").first().waitFor();
+  const hosts = await page.evaluate(() =>
+    [...document.querySelectorAll(".host")].map((h) => ({
+      name: h.dataset.host,
+      regions: [...document.querySelectorAll(`.region[data-host="${h.dataset.host}"]`)].length,
+    })),
+  );
+  const drained = hosts.find((h) => h.regions > 0);
+  const other = hosts.find((h) => h.name !== drained.name);
+  const before = await page.locator("tr.migration").count();
+  await page.locator(`.host[data-host="${drained.name}"] button.drain`).click();
+  await eventually(async () => (await page.locator("tr.migration").count()) > before, 15_000, 20);
+  await screenshot(page, "dashboard-draining");
+  const message = await page.locator("#message").textContent();
+  assert.match(message, new RegExp(`draining ${drained.name}: its ${drained.regions} regions move one at a time`));
+
+  const empty = await eventually(
+    () => page.evaluate(
+      ([from, to]) => {
+        const cells = [...document.querySelectorAll(".region")];
+        return cells.length === 9 && cells.every((c) => c.dataset.host === to) && !cells.some((c) => c.dataset.host === from);
+      },
+      [drained.name, other.name],
+    ),
+    60_000,
+    200,
+  );
+  await screenshot(page, "dashboard-drained");
+  assert.ok(empty, `${drained.name} was never emptied`);
+  const rows = await page.evaluate(() => [...document.querySelectorAll("tr.migration")].map((r) => r.dataset.outcome));
+  assert.equal(rows.length, before + drained.regions, "one migration per region of the drained host");
+  assert.ok(rows.every((o) => o === "committed"), `every migration committed: ${rows}`);
+  const hostLine = await page.locator(`.host[data-host="${drained.name}"]`).textContent();
+  assert.match(hostLine, / 0 regions/);
+});

@@ -6,7 +6,7 @@
 const PALETTE = ["#5fb3f9", "#f9a65f", "#8be28b", "#d98bf0", "#f2dc6b", "#6be0d3", "#f27d8e", "#b7b7ff"];
 const TICK_MS = 1000 / 45;
 const MAX_LOG_ROWS = 200;
-const MAX_TIMELINE_BARS = 40;
+const MAX_TIMELINE_BARS = 28;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -162,7 +162,7 @@ function noteMigration(m) {
   while (state.migrations.size > MAX_LOG_ROWS) state.migrations.delete(state.migrations.keys().next().value);
   renderLog();
   drawTimeline();
-  if (state.cluster && known && known.m.done !== m.done) {
+  if (state.cluster && (!known || known.m.done !== m.done)) {
     // The region's cell shows "moving" only while the migration runs.
     renderCluster(state.cluster);
   }
@@ -215,7 +215,9 @@ function drawTimeline() {
   done.forEach(({ m }, i) => {
     const x = i * slot + 2;
     g.fillStyle = m.committed ? colourOf(m.to) : "#ff6b6b";
-    g.fillRect(x, y(m.freeze_ms), Math.max(2, slot - 4), base - y(m.freeze_ms));
+    g.fillRect(x, y(m.freeze_ms), Math.max(2, slot - 4), Math.max(1, base - y(m.freeze_ms)));
+    g.fillStyle = "#dde3ea";
+    g.fillText(m.freeze_ms.toFixed(1), x, y(m.freeze_ms) - 3);
     g.fillStyle = "#8a96a3";
     g.fillText(m.region, x, h - 4);
   });

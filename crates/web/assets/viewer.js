@@ -10,6 +10,8 @@ const TERRAIN_SAMPLES = 256;
 const MAX_EXTRAPOLATE_S = 0.5;
 const MAX_CHAT_LINES = 200;
 const RECONNECT_MS = 2000;
+// A ping now and then measures the round trip through the gateway.
+const PING_EVERY_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("view");
@@ -30,6 +32,11 @@ const state = {
   lastError: "",
   crossings: 0,
   lastRegion: null,
+  lastControlsAt: 0,
+  controlsTimer: null,
+  pings: new Map(), // nonce -> sent at (performance.now())
+  nextNonce: 1,
+  rttMs: null,
 };
 window.terrane = state; // for a look from the browser's console
 
@@ -56,6 +63,8 @@ async function connect() {
   }
   state.entities.clear();
   state.seq = { last: 0, gaps: 0, replays: 0 };
+  // A new session starts standing still.
+  state.controls = { forward: 0, strafe: 0, turn: 0, up: 0, jump: false, fly: false, run: false };
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   state.ws = ws;
   ws.onopen = () => {
@@ -105,7 +114,11 @@ function handle(msg) {
   } else if (msg.chat) {
     say(msg.chat.name, msg.chat.text, msg.chat.channel);
   } else if (msg.pong) {
-    // Round trips are not shown yet.
+    const sent = state.pings.get(msg.pong.nonce);
+    if (sent !== undefined) {
+      state.rttMs = performance.now() - sent;
+      state.pings.delete(msg.pong.nonce);
+    }
   } else if (msg.error) {
     state.lastError = `${msg.error.code}: ${msg.error.message}`;
     say("error", state.lastError);
@@ -325,7 +338,8 @@ function updateStatus(me, p) {
   const text =
     `region ${key(me.region)} · local (${local[0].toFixed(1)}, ${local[1].toFixed(1)}, ${local[2].toFixed(1)}) m · ` +
     `world (${p[0].toFixed(1)}, ${p[1].toFixed(1)}) · ${state.flying ? "flying" : "walking"} · ` +
-    `${state.entities.size} entities · seq ${state.seq.last} · gaps ${state.seq.gaps} · crossings ${state.crossings}`;
+    `${state.entities.size} entities · seq ${state.seq.last} · gaps ${state.seq.gaps} · crossings ${state.crossings}` +
+    (state.rttMs === null ? "" : ` · rtt ${state.rttMs.toFixed(1)} ms`);
   if (st.textContent !== text) st.textContent = text;
   // For tests and tools: the avatar's region and position as the last update told them.
   st.dataset.agent = state.agent;
@@ -363,9 +377,35 @@ function pushControls() {
   };
   if (JSON.stringify(c) !== JSON.stringify(state.controls)) {
     state.controls = c;
-    send({ controls: c });
+    sendControls();
   }
 }
+
+// Controls go out when they change, at most once per tick (docs/protocol.md): a change within
+// the same tick is sent at the tick's end, as the latest state.
+function sendControls() {
+  const wait = state.lastControlsAt + 1000 / state.tickHz - performance.now();
+  if (wait > 0) {
+    if (!state.controlsTimer) {
+      state.controlsTimer = setTimeout(() => {
+        state.controlsTimer = null;
+        sendControls();
+      }, wait);
+    }
+    return;
+  }
+  state.lastControlsAt = performance.now();
+  send({ controls: state.controls });
+}
+
+setInterval(() => {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  const nonce = state.nextNonce++;
+  state.pings.set(nonce, performance.now());
+  // Unanswered pings of a past connection are forgotten.
+  for (const n of state.pings.keys()) if (n < nonce - 8) state.pings.delete(n);
+  send({ ping: { nonce } });
+}, PING_EVERY_MS);
 
 function typing() {
   return document.activeElement === $("chat-input");
@@ -380,7 +420,7 @@ window.addEventListener("keydown", (ev) => {
   }
   if (ev.code === "KeyF" && !ev.repeat) {
     state.controls = { ...state.controls, fly: !state.controls.fly };
-    send({ controls: state.controls });
+    sendControls();
     return;
   }
   if (ev.key === "+" || ev.key === "=") state.scale = Math.min(8, state.scale * 1.25);

@@ -50,6 +50,8 @@ impl Live {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let per_cluster = (LIVE_CLUSTER_EVERY_MS / LIVE_MIGRATIONS_EVERY_MS).max(1);
             let mut n: u64 = 0;
+            // A migration that just settled moved a region: push the cluster on the next pass.
+            let mut refresh = false;
             loop {
                 every.tick().await;
                 let Some(live) = weak.upgrade() else { break };
@@ -58,7 +60,7 @@ impl Live {
                     n = 0;
                     continue;
                 }
-                let migrations = if n % per_cluster == 0 {
+                let migrations = if n % per_cluster == 0 || std::mem::take(&mut refresh) {
                     match view.cluster().await {
                         Ok(c) => {
                             live.latest.send_replace(Some(LiveMsg::Cluster(&c).json()));
@@ -75,6 +77,7 @@ impl Live {
                         for m in list {
                             if seen.get(&m.id) != Some(&m) {
                                 let _ = live.events.send(LiveMsg::Migration(&m).json());
+                                refresh |= m.done && seen.get(&m.id).is_none_or(|was| !was.done);
                                 seen.insert(m.id.clone(), m);
                             }
                         }
