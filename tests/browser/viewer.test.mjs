@@ -76,6 +76,41 @@ test("the viewer logs in, walks with the keyboard and chats", async () => {
   assert.deepEqual(browser.errors, []);
 });
 
+test("the view keeps moving while the avatar's region migrates to the other host", async () => {
+  const { page } = browser;
+  await page.locator("#view").click();
+  const cluster = await (await fetch(`${grid.base}/api/cluster`)).json();
+  const region = cluster.regions.find((r) => r.region === "1,1");
+  const to = cluster.hosts.find((h) => h.name !== region.host).name;
+  await page.keyboard.down("KeyW");
+  await page.waitForTimeout(500);
+  const before = await me(page);
+  const r = await fetch(`${grid.base}/api/migrate`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${grid.token}` },
+    body: JSON.stringify({ region: "1,1", to }),
+  });
+  assert.equal(r.status, 202, await r.text());
+  const moved = await eventually(async () => {
+    const c = await (await fetch(`${grid.base}/api/cluster`)).json();
+    const m = c.migrations.find((m) => m.region === "1,1");
+    return m && m.done && m.freeze_ms != null ? m : null;
+  }, 30_000);
+  assert.ok(moved && moved.committed, `the migration committed: ${JSON.stringify(moved)}`);
+  // After the handover the avatar still walks: its position goes on changing.
+  const after = await me(page);
+  const later = await eventually(async () => {
+    const now = await me(page);
+    return Math.hypot(now.x - after.x, now.y - after.y) > 1 ? now : null;
+  }, 10_000);
+  await page.keyboard.up("KeyW");
+  await screenshot(page, "viewer-after-migration");
+  assert.ok(Math.hypot(after.x - before.x, after.y - before.y) > 0.5, "it moved during the migration");
+  assert.ok(later, "the avatar stopped moving after its region migrated");
+  assert.equal(later.region, "1,1");
+  assert.equal(later.gaps, 0, "no update was lost across the migration");
+});
+
 test("the viewer flies its avatar east across the border into region 2,1", async () => {
   const { page } = browser;
   await page.locator("#view").click();
