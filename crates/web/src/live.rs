@@ -60,7 +60,7 @@ impl Live {
                     n = 0;
                     continue;
                 }
-                let migrations = if n % per_cluster == 0 || std::mem::take(&mut refresh) {
+                let migrations = if n.is_multiple_of(per_cluster) || std::mem::take(&mut refresh) {
                     match view.cluster().await {
                         Ok(c) => {
                             live.latest.send_replace(Some(LiveMsg::Cluster(&c).json()));
