@@ -569,16 +569,20 @@ fn in_range(view: &RegionView, from: Vec3, listener: EntityId, range: ChatRange)
 pub struct RegionView<'a> {
     region: &'a Region,
     cells: Vec<Vec<Sensed>>,
+    /// Whether any unit is held at the border (then its scripts are paused).
+    any_held: bool,
 }
 
 impl<'a> RegionView<'a> {
     pub fn new(region: &'a Region) -> RegionView<'a> {
         let mut cells = vec![Vec::new(); SENSOR_CELLS * SENSOR_CELLS];
+        let mut any_held = false;
         for e in region.entities() {
             let pos = region.world_pos(e.id).unwrap_or(e.pos);
             cells[cell_of(pos)].push(Sensed { id: e.id, avatar: e.is_avatar(), pos });
+            any_held |= world::border::is_root(e) && world::border::outside(e.pos);
         }
-        RegionView { region, cells }
+        RegionView { region, cells, any_held }
     }
 }
 
@@ -593,6 +597,9 @@ fn cell_of(p: Vec3) -> usize {
 impl WorldView for RegionView<'_> {
     fn now_ms(&self) -> u64 {
         self.region.now_us() / 1000
+    }
+    fn paused(&self, object: EntityId) -> bool {
+        self.any_held && self.region.is_held(object)
     }
     fn region(&self) -> RegionId {
         self.region.id()

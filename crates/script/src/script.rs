@@ -325,7 +325,7 @@ impl Script {
     /// script until [`take_effects`](Script::take_effects).
     pub fn run_tick(&mut self, view: &dyn WorldView, budget: TickBudget) -> TickReport {
         let mut report = TickReport::default();
-        if self.error().is_some() {
+        if self.error().is_some() || view.paused(self.object()) {
             return report;
         }
         self.poll_timer(view.now_ms());

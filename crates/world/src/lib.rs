@@ -5,6 +5,7 @@
 //! at any tick boundary. It never does I/O, reads a clock or spawns a thread: hosts, tests and
 //! benchmarks drive it.
 
+pub mod border;
 pub mod codec;
 pub mod entity;
 mod hash;
@@ -14,6 +15,7 @@ pub mod region;
 pub mod scripts;
 pub mod terrain;
 
+pub use border::{Neighbours, UnitParts};
 pub use codec::{ApplyError, CodecError, Compression, Delta, DeltaApplyError, DeltaError, FORMAT_VERSION};
 pub use entity::{AvatarState, Controls, Entity, EntityId, Kind, ObjectState, Shape};
 pub use glam::{Quat, Vec3};
