@@ -154,6 +154,7 @@ function applyUpdate(u) {
     if (state.lastRegion && k !== state.lastRegion) {
       state.crossings += 1;
       say("viewer", `crossed into region ${k}`);
+      setConn(`in region ${k} as ${state.agent}`, true);
     }
     state.lastRegion = k;
     if (me.kind && me.kind.avatar) state.flying = me.kind.avatar.flying;
