@@ -162,6 +162,15 @@ function noteMigration(m) {
   while (state.migrations.size > MAX_LOG_ROWS) state.migrations.delete(state.migrations.keys().next().value);
   renderLog();
   drawTimeline();
+  if (state.cluster && m.done && m.committed) {
+    // A committed migration moved its region at the directory's compare-and-swap (epoch + 1):
+    // show it now rather than at the next push of the whole cluster.
+    const r = state.cluster.regions.find((r) => r.region === m.region);
+    if (r && r.host === m.from) {
+      r.host = m.to;
+      r.epoch += 1;
+    }
+  }
   if (state.cluster && (!known || known.m.done !== m.done)) {
     // The region's cell shows "moving" only while the migration runs.
     renderCluster(state.cluster);
