@@ -74,16 +74,14 @@ impl Live {
                 n += 1;
                 match migrations {
                     Ok(list) => {
+                        // Forget what the view no longer lists, so memory stays bounded.
+                        seen.retain(|id, _| list.iter().any(|m| &m.id == id));
                         for m in list {
                             if seen.get(&m.id) != Some(&m) {
                                 let _ = live.events.send(LiveMsg::Migration(&m).json());
                                 refresh |= m.done && seen.get(&m.id).is_none_or(|was| !was.done);
                                 seen.insert(m.id.clone(), m);
                             }
-                        }
-                        // Forget what the view no longer lists, so memory stays bounded.
-                        if seen.len() > MAX_RECENT_MIGRATIONS * 8 {
-                            seen.clear();
                         }
                     }
                     Err(e) => {
