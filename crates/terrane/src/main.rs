@@ -217,11 +217,13 @@ fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let gw = gateway::Gateway::start(config, directory, listener).await?;
+        let gw =
+            gateway::Gateway::start_with_routes(config, directory, listener, web::viewer_router()).await?;
         println!(
-            "terrane gateway: clients connect to {}; guest tokens at {}NAME",
+            "terrane gateway: clients connect to {}; guest tokens at {}NAME; viewer at http://{}/viewer",
             gw.ws_url(),
-            gw.guest_endpoint()
+            gw.guest_endpoint(),
+            gw.addr()
         );
         run::stop_signal(None).await;
         gw.shutdown().await;

@@ -51,20 +51,25 @@ pub fn router(view: Arc<dyn ClusterView>, config: WebConfig) -> Router {
         .route("/api/migrate", post(migrate))
         .route("/api/drain", post(drain))
         .layer(DefaultBodyLimit::max(MAX_ACTION_BODY_BYTES));
-    let terrain = Router::new()
-        .route("/api/terrain", post(terrain))
-        .layer(DefaultBodyLimit::max(proto::limits::MAX_TERRAIN_BLOB_BYTES));
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", DASHBOARD_HTML) }))
-        .route("/viewer", get(|| async { asset("text/html; charset=utf-8", VIEWER_HTML) }))
-        .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/assets/dashboard.js", get(|| async { asset(JS, DASHBOARD_JS) }))
-        .route("/assets/viewer.js", get(|| async { asset(JS, VIEWER_JS) }))
         .route("/api/cluster", get(cluster))
         .route("/api/live", get(live_upgrade))
         .merge(actions)
-        .merge(terrain)
         .with_state(state)
+        .merge(viewer_router())
+}
+
+/// The viewer alone (`/viewer`, its assets and `/api/terrain`), for a gateway that has no view
+/// of the cluster (`terrane gateway`).
+pub fn viewer_router() -> Router {
+    Router::new()
+        .route("/viewer", get(|| async { asset("text/html; charset=utf-8", VIEWER_HTML) }))
+        .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route("/assets/viewer.js", get(|| async { asset(JS, VIEWER_JS) }))
+        .route("/api/terrain", post(terrain))
+        .layer(DefaultBodyLimit::max(proto::limits::MAX_TERRAIN_BLOB_BYTES))
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
