@@ -135,4 +135,11 @@ test("draining a host from the page moves all its regions to the other host, one
   assert.ok(rows.every((o) => o === "committed"), `every migration committed: ${rows}`);
   const hostLine = await page.locator(`.host[data-host="${drained.name}"]`).textContent();
   assert.match(hostLine, / 0 regions/);
+  // The server's view agrees: the directory places nothing on the drained host any more.
+  const served = await eventually(async () => {
+    const c = await (await fetch(`${grid.base}/api/cluster`)).json();
+    const h = c.hosts.find((h) => h.name === drained.name);
+    return h.regions === 0 && c.regions.every((r) => r.host === other.name) ? c : null;
+  }, 10_000);
+  assert.ok(served, `${drained.name} still runs regions according to /api/cluster`);
 });

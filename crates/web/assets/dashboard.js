@@ -116,7 +116,12 @@ function renderCluster(c) {
         el(
           "div",
           {},
-          el("div", {}, `${h.name} · ${h.regions} regions · ${h.cores} cores · ${(h.load * 100).toFixed(1)} % busy${h.up ? "" : " · not answering"}`),
+          el(
+            "div",
+            {},
+            `${h.name} · ${c.regions.filter((r) => r.host === h.name).length} regions · ${h.cores} cores · ${(h.load * 100).toFixed(1)} % busy${h.up ? "" : " · not answering"} · `,
+            el("a", { href: h.api + "/regions", target: "_blank", textContent: "API" }),
+          ),
           el("div", { class: "load" }, el("i", { style: `width: ${Math.min(100, h.load * 100).toFixed(1)}%` })),
         ),
         drain,
