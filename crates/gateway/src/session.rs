@@ -364,6 +364,21 @@ impl<'a> Session<'a> {
             if let Err(e) = self.shared.feeds.send_input(home, Input::RemoveAvatar { id: self.agent }).await {
                 tracing::warn!(agent = self.agent.0, %home, "could not remove the avatar: {e}");
             }
+            // The avatar may be crossing a border right now (held, or handed over and not yet
+            // adopted): ask its home and the neighbours in view again a few times. Removing an
+            // avatar that is not there is refused harmlessly, so this is safe to repeat.
+            let feeds = self.shared.feeds.clone();
+            let (agent, mut regions) = (self.agent, self.mirrors.keys().copied().collect::<Vec<_>>());
+            regions.retain(|r| *r != home);
+            regions.insert(0, home);
+            tokio::spawn(async move {
+                for wait_ms in LEAVE_RETRY_MS {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    for &r in &regions {
+                        let _ = feeds.send_input(r, Input::RemoveAvatar { id: agent }).await;
+                    }
+                }
+            });
         }
     }
 

@@ -116,9 +116,13 @@ impl View {
             if id == self.agent {
                 if let Some(pos) = mirror.local_pos(id) {
                     // The avatar is wherever its region says it is: a crossing shows up as
-                    // its row arriving in the neighbour's stream.
-                    self.home = region;
-                    self.pos = pos;
+                    // its row arriving in the neighbour's stream. A row outside the square is
+                    // the avatar held at the border while it is handed over; streams of two
+                    // hosts can arrive out of order, so such a row never takes the avatar back.
+                    if !world::border::outside(pos) {
+                        self.home = region;
+                        self.pos = pos;
+                    }
                 }
             }
         }

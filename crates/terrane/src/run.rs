@@ -203,9 +203,10 @@ fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Durati
     let ticking = stats.iter().filter(|s| s.ticks > 0).count();
     let p99 = stats.iter().map(|s| s.tick_p99_ms).fold(0.0, f64::max);
     let overruns: u64 = stats.iter().map(|s| s.overruns).sum();
+    let crossings: u64 = stats.iter().map(|s| s.crossings.arrived).sum();
     let per_host: Vec<String> = hosts.iter().map(|h| h.region_ids().len().to_string()).collect();
     format!(
-        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · clients {} · tick p99 {:.2} ms · overruns {}",
+        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · clients {} · crossings {} · tick p99 {:.2} ms · overruns {}",
         elapsed.as_secs(),
         stats.len(),
         ticking,
@@ -213,6 +214,7 @@ fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Durati
         entities,
         avatars,
         gateway.stats().sessions,
+        crossings,
         p99,
         overruns
     ) + &crate::living::status(&stats)

@@ -315,6 +315,8 @@ impl Region {
                 self.insert(avatar, stamp);
             }
             Input::RemoveAvatar { id } => {
+                // Held at a border: it leaves with the crossing; the caller removes it there.
+                self.not_held(id)?;
                 self.avatar_mut(id)?;
                 self.remove(id, out);
             }
