@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_migrate;
+mod cluster_view;
 mod demo;
 mod living;
 mod migrate_cmd;
@@ -75,6 +76,10 @@ struct HostArgs {
     /// it the host keeps a private directory and cannot take part in migrations.
     #[arg(long, value_name = "URL")]
     directory: Option<String>,
+    /// Requests to the control API that change something (load, unload, migrate, restore) must
+    /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
+    control_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -189,10 +194,9 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             net.name()
         );
+        let api = host::api::router_with_token(host.clone(), prometheus, Some(net), args.control_token);
         let served =
-            axum::serve(listener.tap_io(no_delay), host::api::router(host.clone(), prometheus, Some(net)))
-                .with_graceful_shutdown(run::stop_signal(None))
-                .await;
+            axum::serve(listener.tap_io(no_delay), api).with_graceful_shutdown(run::stop_signal(None)).await;
         host.shutdown();
         served?;
         anyhow::Ok(())
@@ -213,11 +217,13 @@ fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let gw = gateway::Gateway::start(config, directory, listener).await?;
+        let gw =
+            gateway::Gateway::start_with_routes(config, directory, listener, web::viewer_router()).await?;
         println!(
-            "terrane gateway: clients connect to {}; guest tokens at {}NAME",
+            "terrane gateway: clients connect to {}; guest tokens at {}NAME; viewer at http://{}/viewer",
             gw.ws_url(),
-            gw.guest_endpoint()
+            gw.guest_endpoint(),
+            gw.addr()
         );
         run::stop_signal(None).await;
         gw.shutdown().await;
@@ -257,6 +263,20 @@ fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
 /// Nagle's algorithm.
 pub fn no_delay(stream: &mut tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
+}
+
+/// A control token: printable ASCII without spaces, 16 to `MAX_CONTROL_TOKEN_BYTES` bytes.
+pub fn parse_control_token(s: &str) -> Result<String, String> {
+    let max = host::api::MAX_CONTROL_TOKEN_BYTES;
+    if s.len() < 16 || s.len() > max || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("a control token is 16 to {max} printable ASCII characters without spaces"));
+    }
+    Ok(s.to_string())
+}
+
+/// A fresh random control token (32 hex digits), as `terrane run` makes at start.
+pub fn new_control_token() -> String {
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
 /// Parses durations like `10s`, `1m30s`, `250ms`.

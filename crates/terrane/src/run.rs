@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Headless bots to connect through the gateway (they wander and measure what they see).
     #[arg(long, default_value_t = 0)]
     pub bots: usize,
+    /// Token that changes through the control APIs and the dashboard must carry
+    /// (default: a fresh random one, printed at start).
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
+    pub control_token: Option<String>,
 }
 
 /// One host of the embedded grid.
@@ -61,6 +65,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         p => SocketAddr::new(args.listen.ip(), p.checked_add(1).unwrap_or(0)),
     };
 
+    // Changes through the control APIs (and the dashboard's buttons) need this token.
+    let control_token = args.control_token.clone().unwrap_or_else(crate::new_control_token);
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for api in [args.listen, second_api] {
@@ -75,8 +81,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
         };
-        let app = host::api::router(host, prometheus.clone(), Some(net.clone()))
-            .merge(directory::router(directory.clone()));
+        let app = host::api::router_with_token(
+            host,
+            prometheus.clone(),
+            Some(net.clone()),
+            Some(control_token.clone()),
+        )
+        .merge(directory::router(directory.clone()));
         servers.push((listener, app));
         nodes.push(Node { net, api });
     }
@@ -94,7 +105,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("cannot listen on {}: {e} (pick another with --gateway)", args.gateway)
         })?;
         let config = gateway::GatewayConfig { world_seed: args.seed, ..Default::default() };
-        anyhow::Ok(gateway::Gateway::start(config, directory.clone(), listener).await?)
+        let pages = web_pages(&nodes, directory.clone(), &control_token)?;
+        anyhow::Ok(gateway::Gateway::start_with_routes(config, directory.clone(), listener, pages).await?)
     })?;
     let guest = gateway.guest_token("Guest")?;
     let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
@@ -109,11 +121,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{}",
+        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{} --control-token {}",
         nodes[0].net.name(),
         nodes[1].net.name(),
         nodes[1].net.name(),
-        nodes[0].api
+        nodes[0].api,
+        control_token
     );
     println!(
         "terrane: gateway {} (guest tokens at {}NAME); a ready guest: {}?token={}",
@@ -121,6 +134,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         gateway.guest_endpoint(),
         guest.url,
         guest.token
+    );
+    println!(
+        "terrane: dashboard http://{addr}/#token={control_token} · viewer http://{addr}/viewer",
+        addr = gateway.addr()
     );
     let bots = (args.bots > 0).then(|| {
         let duration = args.for_.unwrap_or(Duration::from_secs(365 * 24 * 3600));
@@ -164,6 +181,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("{last}");
     println!("terrane: stopped cleanly");
     result
+}
+
+/// The dashboard and viewer, reading the hosts through their control APIs.
+fn web_pages(nodes: &[Node], directory: Arc<dyn Directory>, token: &str) -> anyhow::Result<axum::Router> {
+    let hosts = nodes
+        .iter()
+        .map(|n| crate::cluster_view::HostEndpoint {
+            name: n.net.name().to_string(),
+            api: format!("http://{}", n.api),
+        })
+        .collect();
+    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?;
+    Ok(web::router(Arc::new(view), web::WebConfig { control_token: Some(token.to_string()) }))
 }
 
 fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Duration) -> String {
