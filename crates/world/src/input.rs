@@ -215,4 +215,8 @@ pub struct TickOutput {
     pub interval_us: u64,
     /// Script effects the region refused this tick.
     pub script_refused: Vec<ScriptRefused>,
+    /// The changes this tick's inputs made on purpose, to log before acknowledging them
+    /// (see `durable`). Stays with the host: never sent to subscribers.
+    #[serde(skip)]
+    pub durable: Option<crate::codec::Delta>,
 }

@@ -6,6 +6,7 @@
 //! benchmarks drive it.
 
 pub mod codec;
+pub mod durable;
 pub mod entity;
 mod hash;
 pub mod input;

@@ -223,14 +223,17 @@ impl Region {
         let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
 
         let mut touches = Vec::new();
+        let mut durable = crate::durable::Touched::default();
         for (index, input) in inputs.into_iter().enumerate() {
+            let intent = crate::durable::Intent::of(&input);
             let result = if index >= MAX_INPUTS_PER_TICK {
                 Err(InputError::TooManyInputs)
             } else {
                 self.apply_input(input, &mut stamp, &mut out, &mut touches)
             };
-            if let Err(error) = result {
-                out.rejected.push(Rejected { index, error });
+            match result {
+                Ok(()) => durable.applied(intent, &out),
+                Err(error) => out.rejected.push(Rejected { index, error }),
             }
         }
         self.drop_orphan_scripts(&out.removed);
@@ -256,6 +259,7 @@ impl Region {
             });
         }
         out.interval_us = self.interval_us();
+        out.durable = durable.record(self);
         out
     }
 
