@@ -12,7 +12,7 @@ mod pg;
 mod sqlite;
 
 pub use crate::pg::PgStore;
-pub use crate::sqlite::SqliteStore;
+pub use crate::sqlite::{SqliteStore, SQLITE_FILE};
 
 use world::RegionId;
 use xxhash_rust::xxh3::Xxh3;
@@ -128,6 +128,9 @@ pub trait Store: Send {
 
     /// Regions that have anything stored, in order.
     fn regions(&mut self) -> Result<Vec<RegionId>, StoreError>;
+
+    /// Removes the log records of a region after `seq` (a damaged tail recovery cut).
+    fn cut_log(&mut self, region: RegionId, seq: u64) -> Result<(), StoreError>;
 
     /// Removes everything stored for a region.
     fn forget(&mut self, region: RegionId) -> Result<(), StoreError>;

@@ -166,6 +166,15 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| region_of(r.get(0), r.get(1))).collect())
     }
 
+    fn cut_log(&mut self, region: RegionId, seq: u64) -> Result<(), StoreError> {
+        let (x, y) = xy(region);
+        self.client.execute(
+            "DELETE FROM terrane_log WHERE region_x = $1 AND region_y = $2 AND seq > $3",
+            &[&x, &y, &to_db(seq)],
+        )?;
+        Ok(())
+    }
+
     fn forget(&mut self, region: RegionId) -> Result<(), StoreError> {
         let (x, y) = xy(region);
         let mut tx = self.client.transaction()?;

@@ -215,6 +215,17 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(&err)
     }
 
+    fn cut_log(&mut self, region: RegionId, seq: u64) -> Result<(), StoreError> {
+        let err = self.err();
+        self.conn
+            .execute(
+                "DELETE FROM log WHERE region_x = ?1 AND region_y = ?2 AND seq > ?3",
+                params![region.x, region.y, to_db(seq)],
+            )
+            .map_err(&err)?;
+        Ok(())
+    }
+
     fn forget(&mut self, region: RegionId) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = sqlite_err(&path);

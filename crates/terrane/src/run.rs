@@ -43,6 +43,8 @@ pub struct RunArgs {
     /// Headless bots to connect through the gateway (they wander and measure what they see).
     #[arg(long, default_value_t = 0)]
     pub bots: usize,
+    #[command(flatten)]
+    pub data: crate::durable_cmd::DataArgs,
 }
 
 /// One host of the embedded grid.
@@ -61,6 +63,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         p => SocketAddr::new(args.listen.ip(), p.checked_add(1).unwrap_or(0)),
     };
 
+    let durability = args.data.open()?;
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for api in [args.listen, second_api] {
@@ -71,6 +74,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
         let host = host::Host::start(config.clone());
+        host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
@@ -97,7 +101,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::Ok(gateway::Gateway::start(config, directory.clone(), listener).await?)
     })?;
     let guest = gateway.guest_token("Guest")?;
-    let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
+    // A kept world already has its people's things: only a new one is populated.
+    let kept = durability.recovered_regions();
+    if !kept.is_empty() {
+        eprintln!(
+            "terrane: world kept in {}: {} regions recovered (--fresh starts anew)",
+            args.data.data.display(),
+            kept.len()
+        );
+    }
+    let populate: &[RegionId] = if kept.is_empty() { &regions } else { &[] };
+    let population = Population::start(hosts.clone(), populate, args.avatars, args.objects, args.seed);
     println!(
         "terrane: {} regions on 2 hosts; control APIs http://{} and http://{} (metrics at /metrics); {}",
         regions.len(),
