@@ -4,6 +4,7 @@ mod bench;
 mod bench_migrate;
 mod cluster_view;
 mod demo;
+mod durable_cmd;
 mod living;
 mod migrate_cmd;
 mod run;
@@ -80,6 +81,13 @@ struct HostArgs {
     /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
     control_token: Option<String>,
+    /// Keep the regions durable in this directory (checkpoints and write-ahead log); regions
+    /// stored there are recovered when loaded.
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
+    /// Keep the regions durable in PostgreSQL (postgres://user@host:port/db).
+    #[arg(long, env = "TERRANE_STORE", value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -184,6 +192,11 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for links on {}: {e}", args.link))?;
         let host = host::Host::start(config);
+        if args.data.is_some() || args.store.is_some() {
+            host.set_durability(
+                durable_cmd::DataArgs::for_host(args.data.clone(), args.store.clone()).open()?,
+            );
+        }
         let net = host::net::Net::start(host.clone(), link, directory);
         for r in &args.regions {
             net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;

@@ -47,6 +47,8 @@ pub struct RunArgs {
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
     pub control_token: Option<String>,
+    #[command(flatten)]
+    pub data: crate::durable_cmd::DataArgs,
 }
 
 /// One host of the embedded grid.
@@ -67,6 +69,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Changes through the control APIs (and the dashboard's buttons) need this token.
     let control_token = args.control_token.clone().unwrap_or_else(crate::new_control_token);
+    let durability = args.data.open()?;
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for api in [args.listen, second_api] {
@@ -77,6 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
         let host = host::Host::start(config.clone());
+        host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
@@ -109,7 +113,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::Ok(gateway::Gateway::start_with_routes(config, directory.clone(), listener, pages).await?)
     })?;
     let guest = gateway.guest_token("Guest")?;
-    let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
+    // A kept world already has its people's things: only a new one is populated.
+    let kept = durability.recovered_regions();
+    if !kept.is_empty() {
+        eprintln!(
+            "terrane: world kept in {}: {} regions recovered (--fresh starts anew)",
+            args.data.data.display(),
+            kept.len()
+        );
+    }
+    let population =
+        Population::start(hosts.clone(), &regions, kept.is_empty(), args.avatars, args.objects, args.seed);
     println!(
         "terrane: {} regions on 2 hosts; control APIs http://{} and http://{} (metrics at /metrics); {}",
         regions.len(),
