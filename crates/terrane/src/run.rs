@@ -40,9 +40,14 @@ pub struct RunArgs {
     /// Address of the gateway clients connect to (WebSocket at ws://ADDR/ws).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub gateway: SocketAddr,
-    /// Headless bots to connect through the gateway (they wander and measure what they see).
+    /// Headless bots to connect through the gateway (they move as `--bot-behaviour` says and
+    /// measure what they see).
     #[arg(long, default_value_t = 0)]
     pub bots: usize,
+    /// What the bots do: commute (run back and forth across the border east of the spawn
+    /// region, between the two hosts), wander (stroll in the spawn region) or club (gather).
+    #[arg(long, default_value = "commute", value_parser = ["wander", "club", "commute"])]
+    pub bot_behaviour: String,
     /// Token that changes through the control APIs and the dashboard must carry
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
@@ -155,7 +160,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let bots = (args.bots > 0).then(|| {
         let duration = args.for_.unwrap_or(Duration::from_secs(365 * 24 * 3600));
-        let config = bot::BotConfig::new(gateway.ws_url(), args.bots, bot::Behaviour::Wander, duration);
+        let behaviour = args.bot_behaviour.parse().unwrap_or(bot::Behaviour::Commute);
+        let config = bot::BotConfig::new(gateway.ws_url(), args.bots, behaviour, duration);
         rt.spawn(bot::run_bots(config))
     });
 
