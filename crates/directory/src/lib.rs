@@ -12,6 +12,7 @@
 mod etcd;
 mod http;
 mod memory;
+pub mod report;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod metrics;
 pub mod net;
+pub mod report;
 pub mod scripting;
 pub mod stats;
 

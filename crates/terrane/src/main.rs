@@ -75,6 +75,9 @@ struct HostArgs {
     /// it the host keeps a private directory and cannot take part in migrations.
     #[arg(long, value_name = "URL")]
     directory: Option<String>,
+    /// Where to send load reports (default: the --directory URL, where the orchestrator serves).
+    #[arg(long, value_name = "URL")]
+    orchestrator: Option<String>,
 }
 
 #[derive(Args)]
@@ -183,6 +186,9 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         for r in &args.regions {
             net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;
         }
+        if args.directory.is_some() {
+            host::report::start(net.clone(), report_config(&listener, &args)?);
+        }
         println!(
             "terrane host: {} cores, control API on http://{}, links on {}",
             host.cores(),
@@ -196,6 +202,19 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         host.shutdown();
         served?;
         anyhow::Ok(())
+    })
+}
+
+/// Liveness and load reports of `terrane host`: to the orchestrator the directory URL names.
+fn report_config(
+    api: &tokio::net::TcpListener,
+    args: &HostArgs,
+) -> anyhow::Result<host::report::ReportConfig> {
+    Ok(host::report::ReportConfig {
+        api: format!("http://{}", api.local_addr()?),
+        orchestrator: args.orchestrator.clone().or_else(|| args.directory.clone()),
+        ttl: host::report::DEFAULT_HOST_TTL,
+        token: std::env::var("TERRANE_CONTROL_TOKEN").ok().filter(|t| !t.is_empty()),
     })
 }
 
