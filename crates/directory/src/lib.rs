@@ -126,3 +126,47 @@ pub fn check_host(host: &HostRecord, ttl: Duration) -> Result<(), DirectoryError
     }
     Ok(())
 }
+
+/// Key prefix of a cluster's directory in etcd unless the URL names one.
+pub const DEFAULT_ETCD_PREFIX: &str = "/terrane/";
+
+/// Opens the directory a URL names: `http://HOST:PORT` (an orchestrator's embedded directory)
+/// or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` (needs a build with the `etcd` feature).
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(std::sync::Arc::new(HttpDirectory::new(url)));
+    }
+    let Some(rest) = url.strip_prefix("etcd://") else {
+        return Err(DirectoryError::Invalid(format!(
+            "{url:?}: a directory URL starts with http:// (an orchestrator) or etcd:// (an etcd cluster)"
+        )));
+    };
+    let (hosts, prefix) = match rest.split_once('/') {
+        Some((h, p)) if !p.is_empty() => (h, format!("/{p}")),
+        Some((h, _)) => (h, DEFAULT_ETCD_PREFIX.to_string()),
+        None => (rest, DEFAULT_ETCD_PREFIX.to_string()),
+    };
+    let endpoints: Vec<String> =
+        hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("http://{h}")).collect();
+    if endpoints.is_empty() {
+        return Err(DirectoryError::Invalid(format!("{url:?} names no etcd endpoint")));
+    }
+    open_etcd(&endpoints, &prefix).await
+}
+
+#[cfg(feature = "etcd")]
+async fn open_etcd(
+    endpoints: &[String],
+    prefix: &str,
+) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
+    Ok(std::sync::Arc::new(EtcdDirectory::connect(endpoints, prefix).await?))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn open_etcd(_: &[String], _: &str) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
+    Err(DirectoryError::Invalid(
+        "this terrane was built without etcd support: build it with `--features directory/etcd` \
+         (needs Debian's protobuf-compiler and libprotobuf-dev)"
+            .into(),
+    ))
+}

@@ -416,6 +416,11 @@ impl Brain {
             if m.reason == Reason::Drain || (!self.autoplace && m.reason != Reason::Failover) {
                 continue;
             }
+            // No report yet: nothing is known of its load, so the policy does not move it.
+            let unknown = self.regions.get(&m.region).is_none_or(|r| r.load.is_none());
+            if unknown && m.reason != Reason::Failover {
+                continue;
+            }
             // A running drain owns its host's moves (one at a time); the policy waits.
             let drained = self.drains.get(&m.from).is_some_and(|d| d.status.phase == DrainPhase::Running);
             if drained && m.reason != Reason::Failover {

@@ -2,9 +2,12 @@
 
 mod bench;
 mod bench_migrate;
+mod cluster;
 mod demo;
 mod living;
 mod migrate_cmd;
+mod ops;
+mod orchestrator_cmd;
 mod run;
 
 use std::net::SocketAddr;
@@ -40,8 +43,13 @@ enum Command {
     Run(run::RunArgs),
     /// Run a region host: ticks its regions on --cores threads and serves the control API.
     Host(HostArgs),
-    /// Run the orchestrator: serves the region directory (region → host, epoch) to hosts.
-    Orchestrator(OrchestratorArgs),
+    /// Run the orchestrator: places regions by load, drains hosts, fails over dead ones, and
+    /// (unless --directory names etcd) serves the region directory to hosts.
+    Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Show the cluster: hosts, regions, load, migrations in flight (a table, or --json).
+    Status(ops::StatusArgs),
+    /// Move every region off a host by live migration (nobody is kicked), then it can stop.
+    Drain(ops::DrainArgs),
     /// Move a running region to another host by live migration, showing its progress.
     Migrate(migrate_cmd::MigrateArgs),
     /// Run a gateway: the clients' edge (WebSocket at /ws, guest tokens at /guest?name=).
@@ -71,11 +79,12 @@ struct HostArgs {
     /// host's name in the directory and the HOST of `terrane migrate --to HOST`.
     #[arg(long, default_value = "127.0.0.1:7171")]
     link: SocketAddr,
-    /// Directory to register in (an orchestrator's URL, e.g. http://127.0.0.1:7000). Without
-    /// it the host keeps a private directory and cannot take part in migrations.
+    /// Directory to register in: an orchestrator's URL (e.g. http://127.0.0.1:7000) or an etcd
+    /// cluster (etcd://127.0.0.1:2379). Without it the host keeps a private directory and cannot
+    /// take part in migrations.
     #[arg(long, value_name = "URL")]
     directory: Option<String>,
-    /// Where to send load reports (default: the --directory URL, where the orchestrator serves).
+    /// Where to send load reports (default: the --directory URL when it is an orchestrator's).
     #[arg(long, value_name = "URL")]
     orchestrator: Option<String>,
 }
@@ -121,16 +130,6 @@ struct BotArgs {
     json: bool,
 }
 
-#[derive(Args)]
-struct OrchestratorArgs {
-    /// Address of the directory API.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    listen: SocketAddr,
-    /// File the directory is kept in across restarts (written on every change).
-    #[arg(long, value_name = "FILE")]
-    data: Option<std::path::PathBuf>,
-}
-
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -143,7 +142,9 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Host(args) => run_host(args),
-        Command::Orchestrator(args) => run_orchestrator(args),
+        Command::Orchestrator(args) => orchestrator_cmd::run(args),
+        Command::Status(args) => ops::status(args),
+        Command::Drain(args) => ops::drain(args),
         Command::Migrate(args) => migrate_cmd::migrate(args),
         Command::Gateway(args) => run_gateway(args),
         Command::Bot(args) => run_bot(args),
@@ -172,7 +173,7 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let directory: std::sync::Arc<dyn directory::Directory> = match &args.directory {
-            Some(url) => std::sync::Arc::new(directory::HttpDirectory::new(url)),
+            Some(url) => directory::connect(url).await?,
             None => std::sync::Arc::new(directory::MemoryDirectory::new()),
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -212,7 +213,10 @@ fn report_config(
 ) -> anyhow::Result<host::report::ReportConfig> {
     Ok(host::report::ReportConfig {
         api: format!("http://{}", api.local_addr()?),
-        orchestrator: args.orchestrator.clone().or_else(|| args.directory.clone()),
+        orchestrator: args
+            .orchestrator
+            .clone()
+            .or_else(|| args.directory.clone().filter(|d| d.starts_with("http"))),
         ttl: host::report::DEFAULT_HOST_TTL,
         token: std::env::var("TERRANE_CONTROL_TOKEN").ok().filter(|t| !t.is_empty()),
     })
@@ -251,25 +255,6 @@ fn run_bot(args: BotArgs) -> anyhow::Result<()> {
     let report =
         rt.block_on(bot::run_bots(bot::BotConfig::new(args.gateway, args.count, behaviour, args.for_)))?;
     bench::emit(&report, args.json)
-}
-
-fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    rt.block_on(async {
-        let dir: std::sync::Arc<dyn directory::Directory> = match args.data {
-            Some(path) => std::sync::Arc::new(directory::MemoryDirectory::persistent(path)?),
-            None => std::sync::Arc::new(directory::MemoryDirectory::new()),
-        };
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        println!("terrane orchestrator: directory on http://{}/directory", listener.local_addr()?);
-        // The migration's commit point is a request to this server: no Nagle delay on answers.
-        axum::serve(listener.tap_io(no_delay), directory::router(dir))
-            .with_graceful_shutdown(run::stop_signal(None))
-            .await?;
-        anyhow::Ok(())
-    })
 }
 
 /// Small request/answer exchanges (directory compare-and-swap, API calls) must not wait for

@@ -63,14 +63,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
-    for api in [args.listen, second_api] {
+    for (i, api) in [args.listen, second_api].into_iter().enumerate() {
         // Bind first: a busy port is the most likely failure and should stop us early.
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(api))
             .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
-        let host = host::Host::start(config.clone());
+        let host = host::Host::start(crate::cluster::host_config(&config, i));
         let net = {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
@@ -80,6 +80,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         servers.push((listener, app));
         nodes.push(Node { net, api });
     }
+
+    let members: Vec<_> = nodes.iter().map(|n| (n.net.clone(), n.api)).collect();
+    let control = crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api)?;
+    servers[0].1 = servers[0].1.clone().merge(control);
 
     let regions: Vec<RegionId> =
         (0..args.grid).flat_map(|y| (0..args.grid).map(move |x| RegionId::new(x, y))).collect();
