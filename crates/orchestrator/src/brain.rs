@@ -281,7 +281,10 @@ impl Brain {
         if let Some(d) = self.drains.get_mut(&mv.from) {
             if d.status.phase == DrainPhase::Running {
                 match outcome {
-                    Outcome::Committed => d.status.moved += 1,
+                    Outcome::Committed => {
+                        d.status.moved += 1;
+                        d.status.regions_left = d.status.regions_left.saturating_sub(1);
+                    }
                     Outcome::Failed(_) => d.status.failures += 1,
                 }
             }
