@@ -50,6 +50,23 @@ pub struct DrainStatus {
 pub struct Decision {
     pub at_ms: u64,
     pub text: String,
+    /// For a move: which, and how far it got (for tools that follow the orchestrator).
+    #[serde(default)]
+    pub step: Option<MoveStep>,
+}
+
+/// A move started, committed or failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveStep {
+    pub mv: Move,
+    pub phase: MovePhase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MovePhase {
+    Started,
+    Committed,
+    Failed,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,11 +178,15 @@ impl Brain {
     }
 
     fn decide(&mut self, now_ms: u64, text: String) {
+        self.record(now_ms, text, None);
+    }
+
+    fn record(&mut self, now_ms: u64, text: String, step: Option<MoveStep>) {
         tracing::info!(target: "orchestrator", "{text}");
         if self.decisions.len() >= MAX_DECISIONS {
             self.decisions.pop_front();
         }
-        self.decisions.push_back(Decision { at_ms: now_ms, text });
+        self.decisions.push_back(Decision { at_ms: now_ms, text, step });
     }
 
     /// A host's load report. Reports of unknown hosts register them as alive (the directory's
@@ -261,21 +282,18 @@ impl Brain {
                         p.epoch += 1;
                     }
                 }
-                self.decide(
-                    now_ms,
-                    format!("{} {region} {} → {} committed in {took} ms", verb(mv.reason), mv.from, mv.to),
-                );
+                let text =
+                    format!("{} {region} {} → {} committed in {took} ms", verb(mv.reason), mv.from, mv.to);
+                self.record(now_ms, text, Some(MoveStep { mv: mv.clone(), phase: MovePhase::Committed }));
             }
             Outcome::Failed(why) => {
-                self.decide(
-                    now_ms,
-                    format!(
-                        "{} {region} {} → {} failed after {took} ms: {why}",
-                        verb(mv.reason),
-                        mv.from,
-                        mv.to
-                    ),
+                let text = format!(
+                    "{} {region} {} → {} failed after {took} ms: {why}",
+                    verb(mv.reason),
+                    mv.from,
+                    mv.to
                 );
+                self.record(now_ms, text, Some(MoveStep { mv: mv.clone(), phase: MovePhase::Failed }));
             }
         }
         if let Some(d) = self.drains.get_mut(&mv.from) {
@@ -475,7 +493,7 @@ impl Brain {
             Reason::Failover => format!("{} is dead", m.from),
         };
         let text = format!("{} {} {} → {}: {why}", verb(m.reason), m.region, m.from, m.to);
-        self.decide(now_ms, text);
+        self.record(now_ms, text, Some(MoveStep { mv: m.clone(), phase: MovePhase::Started }));
         self.in_flight.insert(m.region, Flight { mv: m.clone(), started_ms: now_ms });
     }
 

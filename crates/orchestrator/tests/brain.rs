@@ -240,3 +240,16 @@ fn a_report_from_a_host_that_no_longer_owns_a_region_does_not_count() {
     let r = st.regions.iter().find(|r| r.region == club).unwrap();
     assert_eq!((r.host.as_str(), r.load.as_ref().unwrap().avatars), ("big", 3));
 }
+
+#[test]
+fn every_move_is_logged_when_it_starts_and_when_it_ends() {
+    use orchestrator::brain::MovePhase;
+    let mut c = Cluster::new();
+    let club = RegionId::new(1, 1);
+    c.tick(&[(club, 150)], &["small", "big"]);
+    c.commit(club, "big");
+    let st = c.brain.status(c.now);
+    let steps: Vec<MovePhase> =
+        st.decisions.iter().filter_map(|d| d.step.as_ref()).map(|s| s.phase).collect();
+    assert_eq!(steps, vec![MovePhase::Started, MovePhase::Committed]);
+}

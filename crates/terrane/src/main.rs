@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_migrate;
+mod bench_placement;
 mod cluster;
 mod demo;
 mod living;
