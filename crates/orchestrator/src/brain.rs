@@ -20,6 +20,9 @@ pub enum Action {
     Migrate { mv: Move, from_api: String },
     /// Restart `mv.region` on `to_api` from the latest snapshot held (its host is dead).
     Restore { mv: Move, to_api: String },
+    /// Unload a stale copy of `region` from `host`: the directory gives the region to another
+    /// host at a newer epoch (the host was taken for dead and its regions restarted elsewhere).
+    Fence { region: RegionId, host: String, api: String },
 }
 
 /// How a move ended.
@@ -134,6 +137,8 @@ struct HostState {
 #[derive(Default)]
 struct RegionState {
     placement: Option<Placement>,
+    /// When the placement last changed, as this orchestrator saw it.
+    placed_ms: u64,
     load: Option<RegionReport>,
     moves: u32,
     last_moved_ms: Option<u64>,
@@ -159,6 +164,9 @@ pub struct Brain {
     in_flight: BTreeMap<RegionId, Flight>,
     drains: BTreeMap<String, Drain>,
     decisions: VecDeque<Decision>,
+    /// (host, region) pairs a host reports running although the directory gives the region to
+    /// another host, with when that was first seen.
+    stale: BTreeMap<(String, RegionId), u64>,
 }
 
 impl Brain {
@@ -174,6 +182,7 @@ impl Brain {
             in_flight: BTreeMap::new(),
             drains: BTreeMap::new(),
             decisions: VecDeque::new(),
+            stale: BTreeMap::new(),
         }
     }
 
@@ -205,6 +214,8 @@ impl Brain {
         h.record = report.host.clone();
         h.load_milli = report.load_milli;
         h.last_report_ms = Some(now_ms);
+        let name = report.host.name.clone();
+        self.stale.retain(|(h, r), _| h != &name || report.regions.iter().any(|x| x.region == *r));
         for r in report.regions {
             if !self.regions.contains_key(&r.region) && self.regions.len() >= MAX_REGIONS {
                 continue;
@@ -214,7 +225,10 @@ impl Brain {
             // lets go, and a fenced host's view is stale.
             let owned = state.placement.as_ref().is_none_or(|p| p.host == report.host.name);
             if owned {
+                self.stale.remove(&(name.clone(), r.region));
                 state.load = Some(r);
+            } else if !self.in_flight.contains_key(&r.region) {
+                self.stale.entry((name.clone(), r.region)).or_insert(now_ms);
             }
         }
     }
@@ -256,13 +270,17 @@ impl Brain {
     }
 
     /// The directory's placements (the truth about who owns what).
-    pub fn handle_placements(&mut self, _now_ms: u64, placements: Vec<(RegionId, Placement)>) {
+    pub fn handle_placements(&mut self, now_ms: u64, placements: Vec<(RegionId, Placement)>) {
         for (region, p) in placements {
             if !self.regions.contains_key(&region) && self.regions.len() >= MAX_REGIONS {
                 continue;
             }
             // The last load stays with the region when it changes hands: its crowd moved with it.
-            self.regions.entry(region).or_default().placement = Some(p);
+            let state = self.regions.entry(region).or_default();
+            if state.placement.as_ref() != Some(&p) {
+                state.placed_ms = now_ms;
+                state.placement = Some(p);
+            }
         }
     }
 
@@ -280,6 +298,7 @@ impl Brain {
                     if p.host != mv.to {
                         p.host = mv.to.clone();
                         p.epoch += 1;
+                        state.placed_ms = now_ms;
                     }
                 }
                 let text =
@@ -450,18 +469,52 @@ impl Brain {
             self.launch(now_ms, &m);
             moves.push(m);
         }
-        moves
-            .into_iter()
-            .filter_map(|m| {
-                if m.reason == Reason::Failover {
-                    let to_api = self.hosts.get(&m.to)?.record.api.clone();
-                    Some(Action::Restore { mv: m, to_api })
-                } else {
-                    let from_api = self.hosts.get(&m.from)?.record.api.clone();
-                    Some(Action::Migrate { mv: m, from_api })
-                }
+        let mut actions = self.fences(now_ms);
+        actions.extend(moves.into_iter().filter_map(|m| {
+            if m.reason == Reason::Failover {
+                let to_api = self.hosts.get(&m.to)?.record.api.clone();
+                Some(Action::Restore { mv: m, to_api })
+            } else {
+                let from_api = self.hosts.get(&m.from)?.record.api.clone();
+                Some(Action::Migrate { mv: m, from_api })
+            }
+        }));
+        actions
+    }
+
+    /// Stale copies old enough to be sure of: the owner has held the region for a while (so
+    /// this is not a migration's source between commit and unload) and the host still reports it.
+    fn fences(&mut self, now_ms: u64) -> Vec<Action> {
+        let settle = FENCE_AFTER.as_millis() as u64;
+        let due: Vec<(String, RegionId)> = self
+            .stale
+            .iter()
+            .filter(|((_, r), first)| {
+                now_ms.saturating_sub(**first) >= settle
+                    && !self.in_flight.contains_key(r)
+                    && self.regions.get(r).is_some_and(|s| now_ms.saturating_sub(s.placed_ms) >= settle)
             })
-            .collect()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for (host, region) in due {
+            self.stale.remove(&(host.clone(), region));
+            let Some(api) = self.hosts.get(&host).filter(|h| h.alive).map(|h| h.record.api.clone()) else {
+                continue;
+            };
+            let owner = self.regions.get(&region).and_then(|s| s.placement.clone());
+            let Some(owner) = owner.filter(|p| p.host != host) else { continue };
+            self.decide(
+                now_ms,
+                format!(
+                    "fence {region} on {host}: it still runs a copy, but {} owns the region at epoch {}; \
+                     unloading the stale copy",
+                    owner.host, owner.epoch
+                ),
+            );
+            out.push(Action::Fence { region, host, api });
+        }
+        out
     }
 
     /// Migrations a drain of `host` may start now.

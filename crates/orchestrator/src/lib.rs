@@ -217,6 +217,10 @@ impl Orchestrator {
         let (region, outcome) = match action {
             Action::Migrate { mv, from_api } => (mv.region, self.migrate(&mv, &from_api).await),
             Action::Restore { mv, to_api } => (mv.region, self.restore(&mv, &to_api).await),
+            Action::Fence { region, host, api } => {
+                self.fence(region, &host, &api).await;
+                return;
+            }
         };
         self.brain.lock().handle_outcome(self.now_ms(), region, outcome);
         // Read the new owner at once rather than at the next refresh.
@@ -313,6 +317,22 @@ impl Orchestrator {
                 Outcome::Failed(format!("{url}: {status}: {}", r.text().await.unwrap_or_default()))
             }
             Err(e) => Outcome::Failed(format!("{url}: {e}")),
+        }
+    }
+
+    /// Unloads a stale copy of a region from a host that no longer owns it.
+    async fn fence(&self, region: RegionId, host: &str, api: &str) {
+        let url = format!("{api}/regions/{region}");
+        match self.authorized(self.client.delete(&url)).send().await {
+            Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND => {
+                tracing::info!(target: "orchestrator", %region, host, "stale copy unloaded");
+            }
+            Ok(r) => {
+                tracing::warn!(target: "orchestrator", %region, host, status = %r.status(), "could not unload a stale copy")
+            }
+            Err(e) => {
+                tracing::warn!(target: "orchestrator", %region, host, "could not unload a stale copy: {e}")
+            }
         }
     }
 

@@ -31,3 +31,6 @@ pub const MAX_REGIONS: usize = 65_536;
 pub const MAX_DRAIN_FAILURES: u32 = 5;
 /// Live migrations a drain runs at once ("one by one").
 pub const DRAIN_CONCURRENCY: usize = 1;
+/// A host that keeps reporting a region the directory gives to another host for this long
+/// (and whose owner has held it this long) has that stale copy unloaded.
+pub const FENCE_AFTER: Duration = Duration::from_secs(3);

@@ -87,10 +87,11 @@ impl Cluster {
 fn moves(actions: &[Action]) -> Vec<(RegionId, String, String, Reason)> {
     actions
         .iter()
-        .map(|a| match a {
+        .filter_map(|a| match a {
             Action::Migrate { mv, .. } | Action::Restore { mv, .. } => {
-                (mv.region, mv.from.clone(), mv.to.clone(), mv.reason)
+                Some((mv.region, mv.from.clone(), mv.to.clone(), mv.reason))
             }
+            Action::Fence { .. } => None,
         })
         .collect()
 }
@@ -252,4 +253,42 @@ fn every_move_is_logged_when_it_starts_and_when_it_ends() {
     let steps: Vec<MovePhase> =
         st.decisions.iter().filter_map(|d| d.step.as_ref()).map(|s| s.phase).collect();
     assert_eq!(steps, vec![MovePhase::Started, MovePhase::Committed]);
+}
+
+#[test]
+fn a_host_taken_for_dead_that_comes_back_has_its_stale_copies_fenced() {
+    let mut c = Cluster::new();
+    for _ in 0..5 {
+        let restored: Vec<RegionId> = moves(&c.tick(&[], &["big"])).into_iter().map(|m| m.0).collect();
+        for r in restored {
+            c.commit(r, "big");
+        }
+    }
+    assert!(c.owner.iter().all(|(_, p)| p.host == "big" && p.epoch == 2));
+    // The small host was only paused: it comes back still running its old copies.
+    let stale: Vec<RegionReport> = grid().into_iter().map(|r| load(r, 0, 0.3)).collect();
+    let mut fenced = Vec::new();
+    for _ in 0..6 {
+        c.now += 1_000;
+        c.brain.handle_hosts(c.now, Cluster::hosts(&["small", "big"]));
+        c.brain.handle_placements(c.now, c.owner.clone());
+        let still: Vec<RegionReport> =
+            stale.iter().filter(|r| !fenced.contains(&r.region)).cloned().collect();
+        c.brain.handle_report(c.now, HostReport { host: record("small", 1), load_milli: 0, regions: still });
+        for a in c.brain.poll_actions(c.now) {
+            match a {
+                Action::Fence { region, host, api } => {
+                    assert_eq!((host.as_str(), api.as_str()), ("small", "http://small-api"));
+                    fenced.push(region);
+                }
+                a => panic!("only fences are due, not {a:?}"),
+            }
+        }
+    }
+    fenced.sort();
+    let mut all = grid();
+    all.sort();
+    assert_eq!(fenced, all, "every stale copy is unloaded, once");
+    let st = c.brain.status(c.now);
+    assert!(st.regions.iter().all(|r| r.host == "big"), "the owners stay as they are");
 }

@@ -144,6 +144,36 @@ fn a_killed_host_has_its_regions_running_again_on_the_other_host() {
     assert_eq!(decisions.iter().filter(|d| d.starts_with("fail over") && d.contains("committed")).count(), 5);
 }
 
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill").args([sig, &p.0.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} failed");
+}
+
+#[test]
+fn a_paused_host_taken_for_dead_has_its_stale_copies_fenced_when_it_comes_back() {
+    let c = cluster();
+    wait_for("the orchestrator holds a snapshot of every region", Duration::from_secs(30), || {
+        let st = get(&format!("{}/status", c.orchestrator));
+        let regions = st["regions"].as_array().cloned().unwrap_or_default();
+        regions.len() == REGIONS.len() && regions.iter().all(|r| r["snapshot_age_ms"].is_u64())
+    });
+    // Like a partition: the host stops answering but keeps its state.
+    signal(&c.a, "-STOP");
+    wait_for("every region runs on B", Duration::from_secs(60), || {
+        REGIONS.iter().all(|r| placement(&c, r)["host"] == c.b_link.as_str())
+    });
+    signal(&c.a, "-CONT");
+    let took = wait_for("the stale copies on A are unloaded", Duration::from_secs(60), || {
+        get(&format!("{}/regions", c.a_api)) == Value::Array(vec![])
+    });
+    eprintln!("the returning host's stale copies were unloaded {took:?} after it came back");
+    for r in REGIONS {
+        let p = placement(&c, r);
+        assert_eq!((p["host"].as_str(), p["epoch"].as_u64()), (Some(c.b_link.as_str()), Some(2)), "{r}: {p}");
+        assert!(get(&format!("{}/regions/{r}", c.b_api))["ticks"].as_u64().unwrap_or(0) > 0, "{r} runs on B");
+    }
+}
+
 #[test]
 fn draining_a_host_moves_every_region_live_and_disconnects_nobody() {
     let c = cluster();
