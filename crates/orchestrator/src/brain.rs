@@ -204,6 +204,9 @@ impl Brain {
         if !self.hosts.contains_key(&report.host.name) && self.hosts.len() >= MAX_HOSTS {
             return;
         }
+        if !self.hosts.contains_key(&report.host.name) {
+            self.decide(now_ms, format!("host {} joined with {} cores", report.host.name, report.host.cores));
+        }
         let h = self.hosts.entry(report.host.name.clone()).or_insert_with(|| HostState {
             record: report.host.clone(),
             alive: true,
@@ -450,7 +453,9 @@ impl Brain {
         let view = self.view(now_ms);
         let in_grace = now_ms < self.started_ms.saturating_add(self.start_grace_ms);
         for m in placement::plan(&view, &self.policy) {
-            if m.reason == Reason::Failover && in_grace {
+            // Fresh from a start, the picture is partial (hosts not yet heard from, one report
+            // per region at most): watch for the grace period before moving anything.
+            if in_grace {
                 continue;
             }
             if m.reason == Reason::Drain || (!self.autoplace && m.reason != Reason::Failover) {

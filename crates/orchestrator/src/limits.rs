@@ -8,8 +8,9 @@ pub const PLAN_EVERY: Duration = Duration::from_secs(1);
 pub const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// How often the orchestrator fetches a snapshot of every region for failover.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
-/// After start, no region is failed over for this long: hosts need a heartbeat or two to
-/// show up, and an orchestrator restart must not take them all for dead.
+/// After start, the policy moves nothing for this long (drains excepted): hosts need a
+/// heartbeat or two to show up, an orchestrator restart must not take them all for dead, and
+/// a region's load is not judged on its first report.
 pub const START_GRACE: Duration = Duration::from_secs(4);
 /// How often a running migration's progress is asked for.
 pub const MIGRATION_POLL: Duration = Duration::from_millis(100);

@@ -209,3 +209,63 @@ fn draining_a_host_moves_every_region_live_and_disconnects_nobody() {
     assert_eq!(report["disconnects"], 0, "nobody is kicked by a drain: {report}");
     assert_eq!(report["stalled"], 0, "{report}");
 }
+
+#[test]
+fn status_shows_the_cluster_of_terrane_run_and_a_drain_of_an_unknown_host_fails_clearly() {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_terrane"))
+        .args([
+            "run",
+            "--for",
+            "30s",
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+            "--objects",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = {
+        let mut first = String::new();
+        BufReader::new(run.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let api = first.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
+        (Proc(run), format!("http://{api}"))
+    };
+    let (_run, api) = run;
+    let status = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_terrane"))
+            .args(["status", "--orchestrator", &api, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    wait_for("both hosts and all nine regions are reported", Duration::from_secs(30), || {
+        let st = status();
+        let hosts = st["hosts"].as_array().cloned().unwrap_or_default();
+        let regions = st["regions"].as_array().cloned().unwrap_or_default();
+        hosts.len() == 2 && regions.len() == 9 && regions.iter().all(|r| r["load"].is_object())
+    });
+    let st = status();
+    let mut cores: Vec<u64> =
+        st["hosts"].as_array().unwrap().iter().map(|h| h["cores"].as_u64().unwrap()).collect();
+    cores.sort();
+    assert!(cores[0] < cores[1] || cores == [1, 1], "two hosts of different sizes: {cores:?}");
+    let table = Command::new(env!("CARGO_BIN_EXE_terrane"))
+        .args(["status", "--orchestrator", &api])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("HOST") && table.contains("REGION") && table.contains("1,1"), "{table}");
+
+    let drain = Command::new(env!("CARGO_BIN_EXE_terrane"))
+        .args(["drain", "127.0.0.1:1", "--orchestrator", &api])
+        .output()
+        .unwrap();
+    assert_eq!(drain.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&drain.stderr);
+    assert!(err.contains("no live host named"), "{err}");
+}
