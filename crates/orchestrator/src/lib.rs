@@ -175,19 +175,39 @@ impl Orchestrator {
         let mut every = tokio::time::interval(REFRESH_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let host_down = match watch.as_mut() {
+            // What woke us: the period (re-read everything), or a change.
+            let change = match watch.as_mut() {
                 Some(w) => tokio::select! {
-                    _ = every.tick() => false,
-                    c = w.recv() => matches!(c, Ok(Change::HostDown { .. })),
+                    _ = every.tick() => None,
+                    c = w.recv() => Some(c),
                 },
                 None => {
                     every.tick().await;
-                    false
+                    None
                 }
             };
-            self.refresh().await;
-            if host_down {
-                self.wake.notify_one();
+            let change = match change {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                // Fell behind: re-read everything.
+                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => Some(Change::Resync),
+                Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    tracing::warn!(target: "orchestrator", "the directory watch ended (polling only)");
+                    watch = None;
+                    None
+                }
+            };
+            match change {
+                // A placement changed: take it as it is, no need to re-read the rest.
+                Some(Change::Region { region, placement: Some(p) }) => {
+                    self.brain.lock().handle_placements(self.now_ms(), vec![(region, p)]);
+                }
+                Some(Change::HostDown { name }) => {
+                    tracing::debug!(target: "orchestrator", host = %name, "watched: host down");
+                    self.refresh().await;
+                    self.wake.notify_one();
+                }
+                _ => self.refresh().await,
             }
         }
     }

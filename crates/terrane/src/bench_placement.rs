@@ -92,6 +92,10 @@ struct Report {
     /// the big host.
     tick_p99_ms_before: Option<f64>,
     tick_p99_ms_after: Option<f64>,
+    /// Median avatars in the region over the same samples: the move comes within seconds of
+    /// the threshold, so "before" covers the crowd still arriving.
+    avatars_before: Option<f64>,
+    avatars_after: Option<f64>,
     tick_budget_ms: f64,
     /// Most moves of any one region during the run (acceptance: ≤ 2).
     max_moves_per_region: u32,
@@ -172,6 +176,7 @@ async fn run(a: &PlacementBenchArgs) -> anyhow::Result<Report> {
     let busy_avatars = placement::Policy::default().busy_avatars;
     let mut t = Timeline::default();
     let (mut before, mut after) = (Vec::new(), Vec::new());
+    let (mut crowd_before, mut crowd_after) = (Vec::new(), Vec::new());
     let mut budget = 1000.0 / 45.0;
     let mut bots_done = None;
     let mut last;
@@ -189,8 +194,10 @@ async fn run(a: &PlacementBenchArgs) -> anyhow::Result<Report> {
                     budget = l.tick_budget_ms;
                     if r.host == small_link {
                         before.push(l.tick_p99_ms);
+                        crowd_before.push(f64::from(l.avatars));
                     } else if r.host == big_link {
                         after.push(l.tick_p99_ms);
+                        crowd_after.push(f64::from(l.avatars));
                     }
                 }
                 if bots_done.is_some() && l.avatars == 0 && t.crowd_left_s.is_none() {
@@ -264,6 +271,8 @@ async fn run(a: &PlacementBenchArgs) -> anyhow::Result<Report> {
         packed_after_departure_s: packed_after,
         tick_p99_ms_before: median(&mut before),
         tick_p99_ms_after: median(&mut after),
+        avatars_before: median(&mut crowd_before),
+        avatars_after: median(&mut crowd_after),
         tick_budget_ms: budget,
         max_moves_per_region: max_moves,
         moves,
