@@ -114,6 +114,16 @@ pub struct BotReport {
     pub replays: u64,
     /// Times a bot's avatar showed up in another region than before.
     pub crossings: u64,
+    /// At a crossing, the pause between the avatar's last move in the old region and its
+    /// first sighting in the new one (the hand-over), in ms and in 45 Hz ticks (rounded up).
+    #[serde(default)]
+    pub crossing_pause_p50_ms: f64,
+    #[serde(default)]
+    pub crossing_pause_p99_ms: f64,
+    #[serde(default)]
+    pub crossing_pause_max_ms: f64,
+    #[serde(default)]
+    pub crossing_pause_max_ticks: u64,
     /// Bots that saw no update in the last `STALL_MS` of the run.
     pub stalled: u64,
     pub duration_s: f64,
@@ -209,6 +219,7 @@ struct BotOutcome {
     gaps_us: Vec<u64>,
     tick_gaps: Vec<u64>,
     crossings: u64,
+    crossing_pauses_us: Vec<u64>,
     stalled: bool,
 }
 
@@ -233,6 +244,7 @@ async fn one_bot(config: &BotConfig, i: usize, token: &str) -> BotOutcome {
     let mut my_region: Option<RegionId> = None;
     let mut held = Controls::default();
     let mut last_update: Option<Instant> = None;
+    let mut last_own_move: Option<Instant> = None;
     let mut last_tick: HashMap<RegionId, u64> = HashMap::new();
     let mut think = tokio::time::interval(Duration::from_millis(THINK_MS));
     loop {
@@ -266,10 +278,21 @@ async fn one_bot(config: &BotConfig, i: usize, token: &str) -> BotOutcome {
                             EntityUpdate::Motion { pos, rot, .. } => (*pos, *rot),
                         };
                         fix = Some(Fix::from_local(u.region, pos, rot));
+                        // Held at the border (outside the square) it is still leaving: only a
+                        // row inside a region's square says where the avatar is.
+                        if world::border::outside(pos) {
+                            continue;
+                        }
                         if my_region.is_some_and(|r| r != u.region) {
                             out.crossings += 1;
+                            // Tick gaps count within one stay in a region.
+                            last_tick.remove(&u.region);
+                            if let Some(t) = last_own_move {
+                                out.crossing_pauses_us.push(now.duration_since(t).as_micros() as u64);
+                            }
                         }
                         my_region = Some(u.region);
+                        last_own_move = Some(now);
                     }
                     // Tick gaps only mean something in the bot's own region, which sends
                     // every tick; neighbours only send when something there changed.
@@ -320,8 +343,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn summarise(outcomes: &[BotOutcome], took: Duration) -> BotReport {
     let mut gaps: Vec<u64> = outcomes.iter().flat_map(|o| o.gaps_us.iter().copied()).collect();
     let mut ticks: Vec<u64> = outcomes.iter().flat_map(|o| o.tick_gaps.iter().copied()).collect();
+    let mut pauses: Vec<u64> = outcomes.iter().flat_map(|o| o.crossing_pauses_us.iter().copied()).collect();
     gaps.sort_unstable();
     ticks.sort_unstable();
+    pauses.sort_unstable();
+    let tick_us = 1_000_000 / u64::from(world::limits::ACTIVE_TICK_HZ);
     let ms = |us: u64| us as f64 / 1000.0;
     let sum = |f: &dyn Fn(&BotOutcome) -> u64| outcomes.iter().map(f).sum::<u64>();
     BotReport {
@@ -340,6 +366,10 @@ fn summarise(outcomes: &[BotOutcome], took: Duration) -> BotReport {
         seq_missing: sum(&|o| o.seq.missing()),
         replays: sum(&|o| o.seq.replays()),
         crossings: sum(&|o| o.crossings),
+        crossing_pause_p50_ms: ms(percentile(&pauses, 0.50)),
+        crossing_pause_p99_ms: ms(percentile(&pauses, 0.99)),
+        crossing_pause_max_ms: ms(pauses.last().copied().unwrap_or(0)),
+        crossing_pause_max_ticks: pauses.last().map_or(0, |p| p.div_ceil(tick_us)),
         stalled: sum(&|o| u64::from(o.stalled)),
         duration_s: took.as_secs_f64(),
         errors: outcomes.iter().filter_map(|o| o.error.clone()).take(MAX_REPORTED_ERRORS).collect(),

@@ -194,7 +194,9 @@ impl Pilot {
             0
         };
         let forward = if err.abs() < TURN_IN_PLACE_RAD { 1 } else { 0 };
-        Controls { forward, turn, ..Controls::default() }
+        // Commuters are in a hurry: they run, so they cross often.
+        let run = self.behaviour == Behaviour::Commute;
+        Controls { forward, turn, run, ..Controls::default() }
     }
 }
 

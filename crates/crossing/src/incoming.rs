@@ -11,13 +11,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use world::{EntityId, RegionId};
 
 use crate::limits::{MAX_INCOMING_IN_FLIGHT, MAX_REMEMBERED_FINISHED, RETRANSMIT_US};
 use crate::msg::{CrossingId, Msg, RefuseReason, Unit};
 use crate::Transmit;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum IncomingEvent {
     /// A unit was accepted provisionally: the caller may prepare (fetch script modules, tell
     /// the gateway) but must not insert it yet.
@@ -28,7 +30,7 @@ pub enum IncomingEvent {
     Dropped { id: CrossingId, root: EntityId },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Provisional {
     nonce: u64,
     unit: Unit,
@@ -36,8 +38,8 @@ struct Provisional {
 }
 
 /// All crossings arriving in one region. Cloneable so a test (or a checkpoint) can keep its
-/// durable state.
-#[derive(Debug, Clone)]
+/// durable state; serializable so a host can keep it with its region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Incoming {
     region: RegionId,
     /// Names acceptances; never reused, so a message for an old acceptance cannot match a new one.

@@ -19,7 +19,7 @@ pub use outgoing::{Outgoing, OutgoingEvent, ReturnReason, StartError};
 use world::RegionId;
 
 /// A message to send to the region `to`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Transmit {
     pub to: RegionId,
     pub msg: Msg,

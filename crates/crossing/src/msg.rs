@@ -35,6 +35,8 @@ pub struct Unit {
     pub root: EntityId,
     pub entities: Vec<Entity>,
     pub scripts: Vec<ScriptRecord>,
+    /// The modules the scripts run, so a receiver that lacks one can store it.
+    pub modules: Vec<world::scripts::ByteVec>,
 }
 
 impl Unit {
@@ -44,8 +46,8 @@ impl Unit {
         if self.entities.len() > MAX_UNIT_ENTITIES {
             return Err(UnitError::TooManyEntities(self.entities.len()));
         }
-        if self.scripts.len() > MAX_UNIT_SCRIPTS {
-            return Err(UnitError::TooManyScripts(self.scripts.len()));
+        if self.scripts.len() > MAX_UNIT_SCRIPTS || self.modules.len() > MAX_UNIT_SCRIPTS {
+            return Err(UnitError::TooManyScripts(self.scripts.len().max(self.modules.len())));
         }
         let mut ids: Vec<EntityId> = self.entities.iter().map(|e| e.id).collect();
         ids.sort_unstable();

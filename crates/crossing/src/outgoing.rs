@@ -35,13 +35,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use world::{EntityId, RegionId};
 
 use crate::limits::{GIVE_UP_US, MAX_OUTGOING_IN_FLIGHT, RETRANSMIT_US};
 use crate::msg::{CrossingId, Msg, RefuseReason, Unit, UnitError};
 use crate::Transmit;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OutgoingEvent {
     /// The neighbour owns the unit now: delete it from this region (it must not be ticked here
     /// again). Emitted once per crossing.
@@ -53,7 +55,7 @@ pub enum OutgoingEvent {
     Completed { id: CrossingId },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReturnReason {
     Refused(RefuseReason),
     /// No acceptance within `GIVE_UP_US` (neighbour down, partitioned, or overloaded).
@@ -72,7 +74,7 @@ pub enum StartError {
     Unit(#[from] UnitError),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum State {
     /// The unit is still this region's (frozen at the border by the caller).
     Offering { unit: Unit, started: u64, last_sent: u64 },
@@ -80,15 +82,15 @@ enum State {
     Released { nonce: u64, last_sent: u64 },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Crossing {
     to: RegionId,
     state: State,
 }
 
 /// All crossings leaving one region. Cloneable so a test (or a checkpoint) can keep its
-/// durable state.
-#[derive(Debug, Clone)]
+/// durable state; serializable so a host can keep it with its region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outgoing {
     region: RegionId,
     next_seq: u64,
@@ -115,6 +117,14 @@ impl Outgoing {
     /// Crossings offered or released and not yet confirmed.
     pub fn in_flight(&self) -> usize {
         self.crossings.len()
+    }
+
+    /// Roots of the units offered and not yet decided (still in this region, held).
+    pub fn offering_roots(&self) -> impl Iterator<Item = EntityId> + '_ {
+        self.crossings.values().filter_map(|c| match &c.state {
+            State::Offering { unit, .. } => Some(unit.root),
+            State::Released { .. } => None,
+        })
     }
 
     /// Whether `id` is still undecided (the unit is in this region, frozen at the border).

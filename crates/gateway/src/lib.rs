@@ -179,6 +179,17 @@ impl Gateway {
         directory: Arc<dyn Directory>,
         listener: tokio::net::TcpListener,
     ) -> Result<Gateway, GatewayError> {
+        Gateway::start_with_routes(config, directory, listener, Router::new()).await
+    }
+
+    /// Like [`Gateway::start`], also serving `extra` routes on the same listener (the web
+    /// pages in `terrane run`). They must not use `/ws`, `/guest` or `/health`.
+    pub async fn start_with_routes(
+        config: GatewayConfig,
+        directory: Arc<dyn Directory>,
+        listener: tokio::net::TcpListener,
+        extra: Router,
+    ) -> Result<Gateway, GatewayError> {
         let secret = match &config.secret {
             Some(s) => s.clone(),
             None => (0..GENERATED_SECRET_BYTES).map(|_| rand::random::<u8>()).collect(),
@@ -211,7 +222,8 @@ impl Gateway {
             .route("/ws", get(ws_upgrade))
             .route("/guest", get(guest))
             .route("/health", get(|| async { "ok" }))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .merge(extra);
         let mut until = shared.shutdown.clone();
         let server = tokio::spawn(async move {
             let stopped = async move {

@@ -68,3 +68,7 @@ pub const JSON_SIZE_FACTOR: u64 = 3;
 
 /// How long a closing session waits for its last frames (error, close) to be written.
 pub const CLOSE_LINGER_MS: u64 = 500;
+
+/// After a session ends, its avatar's removal is asked again after these waits (ms), in its
+/// home region and the neighbours in view: it may have been crossing a border at the time.
+pub const LEAVE_RETRY_MS: [u64; 3] = [300, 1000, 3000];

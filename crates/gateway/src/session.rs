@@ -364,6 +364,21 @@ impl<'a> Session<'a> {
             if let Err(e) = self.shared.feeds.send_input(home, Input::RemoveAvatar { id: self.agent }).await {
                 tracing::warn!(agent = self.agent.0, %home, "could not remove the avatar: {e}");
             }
+            // The avatar may be crossing a border right now (held, or handed over and not yet
+            // adopted): ask its home and the neighbours in view again a few times. Removing an
+            // avatar that is not there is refused harmlessly, so this is safe to repeat.
+            let feeds = self.shared.feeds.clone();
+            let (agent, mut regions) = (self.agent, self.mirrors.keys().copied().collect::<Vec<_>>());
+            regions.retain(|r| *r != home);
+            regions.insert(0, home);
+            tokio::spawn(async move {
+                for wait_ms in LEAVE_RETRY_MS {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    for &r in &regions {
+                        let _ = feeds.send_input(r, Input::RemoveAvatar { id: agent }).await;
+                    }
+                }
+            });
         }
     }
 
@@ -429,9 +444,14 @@ impl<'a> Session<'a> {
                     .complain(ErrorCode::UnknownObject, format!("no object {} within reach", object.0));
             }
             ClientMsg::Sit { object } => Input::Sit { avatar: agent, object },
-            // Regions have no touch input yet (scripts will receive it): an object within
-            // reach accepts the touch and nothing follows.
-            ClientMsg::Touch { .. } => return Ok(()),
+            // The object's scripts get a `touch` event; it must be in the avatar's region.
+            ClientMsg::Touch { object } if self.view.region_of(object) != Some(home) => {
+                return self.complain(
+                    ErrorCode::UnknownObject,
+                    format!("object {} is in another region; walk over to touch it", object.0),
+                );
+            }
+            ClientMsg::Touch { object } => Input::Touch { avatar: agent, object },
         };
         if let Err(e) = self.shared.feeds.send_input(home, input).await {
             tracing::debug!(agent = agent.0, %home, "input dropped: {e}");

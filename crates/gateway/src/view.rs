@@ -60,6 +60,11 @@ impl View {
         self.known.contains_key(&id)
     }
 
+    /// The region whose frame the client holds an entity in.
+    pub fn region_of(&self, id: EntityId) -> Option<RegionId> {
+        self.known.get(&id).copied()
+    }
+
     pub fn known_count(&self) -> usize {
         self.known.len()
     }
@@ -116,9 +121,13 @@ impl View {
             if id == self.agent {
                 if let Some(pos) = mirror.local_pos(id) {
                     // The avatar is wherever its region says it is: a crossing shows up as
-                    // its row arriving in the neighbour's stream.
-                    self.home = region;
-                    self.pos = pos;
+                    // its row arriving in the neighbour's stream. A row outside the square is
+                    // the avatar held at the border while it is handed over; streams of two
+                    // hosts can arrive out of order, so such a row never takes the avatar back.
+                    if !world::border::outside(pos) {
+                        self.home = region;
+                        self.pos = pos;
+                    }
                 }
             }
         }

@@ -1,5 +1,8 @@
 //! The host's HTTP control API: list regions, one region's stats, load and unload, start and
 //! watch live migrations, metrics.
+//!
+//! With a control token ([`router_with_token`]), every request that changes something (POST,
+//! DELETE…) must carry `Authorization: Bearer TOKEN`; reading (GET) stays open.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -37,7 +40,9 @@ impl IntoResponse for HostError {
         let status = match self {
             HostError::UnknownRegion(_) => StatusCode::NOT_FOUND,
             HostError::AlreadyLoaded(_) => StatusCode::CONFLICT,
-            HostError::QueueFull(_) | HostError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::QueueFull(_) | HostError::Full | HostError::Moving(_) | HostError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         fail(status, self)
     }
@@ -55,9 +60,75 @@ pub struct HostInfo {
     pub regions: usize,
 }
 
-/// The control API of a host. With `net`, loading a region registers it in the directory and
-/// migrations can be started.
+/// The control API of a host, open to anyone who can reach it. With `net`, loading a region
+/// registers it in the directory and migrations can be started.
 pub fn router(host: Host, prometheus: PrometheusHandle, net: Option<Arc<Net>>) -> Router {
+    router_with_token(host, prometheus, net, None)
+}
+
+/// Longest control token accepted in configuration (and compared in requests).
+pub const MAX_CONTROL_TOKEN_BYTES: usize = 256;
+
+/// The control API; with `control_token`, requests that change something must carry
+/// `Authorization: Bearer TOKEN` and are refused with 401 otherwise.
+pub fn router_with_token(
+    host: Host,
+    prometheus: PrometheusHandle,
+    net: Option<Arc<Net>>,
+    control_token: Option<String>,
+) -> Router {
+    let token = ControlToken(control_token.map(Arc::from));
+    routes().route_layer(axum::middleware::from_fn_with_state(token, require_token)).with_state(ApiState {
+        host,
+        prometheus,
+        net,
+    })
+}
+
+/// The secret that mutating requests must present; `None`: no check.
+#[derive(Clone)]
+struct ControlToken(Option<Arc<str>>);
+
+/// Refuses a request that changes something unless it carries the control token.
+async fn require_token(
+    State(token): State<ControlToken>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = &token.0 else { return next.run(req).await };
+    let method = req.method();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    match bearer(req.headers()) {
+        Some(given) if same_secret(given.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(_) => unauthorized("the control token in the Authorization header is wrong; use the one this host was started with (--control-token / TERRANE_CONTROL_TOKEN)"),
+        None => unauthorized("this request changes the cluster and needs the control token: send the header `Authorization: Bearer TOKEN` (the token `terrane run` prints, or the host's --control-token)"),
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header, if there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_CONTROL_TOKEN_BYTES)
+        .then_some(token)
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = fail(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut()
+        .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(info))
         .route("/health", get(|| async { "ok" }))
@@ -67,9 +138,9 @@ pub fn router(host: Host, prometheus: PrometheusHandle, net: Option<Arc<Net>>) -
         .route("/regions/{region}/migrate", axum::routing::post(migrate))
         .route("/regions/{region}/snapshot", get(snapshot))
         .route("/regions/{region}/restore", axum::routing::post(restore))
+        .route("/regions/{region}/changes", axum::routing::post(change))
         .route("/migrations", get(migrations))
         .route("/migrations/{id}", get(migration))
-        .with_state(ApiState { host, prometheus, net })
 }
 
 impl IntoResponse for NetError {
@@ -280,5 +351,23 @@ async fn unload(State(s): State<ApiState>, Path(region): Path<String>) -> Respon
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /regions/X,Y/changes` with a JSON input: answers once the change is durable.
+async fn change(
+    State(s): State<ApiState>,
+    Path(region): Path<String>,
+    Json(input): Json<world::Input>,
+) -> Response {
+    let id = match parse_region(&region) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match crate::durable::http_change(s.host.clone(), id, input).await {
+        Ok(acked) => Json(acked).into_response(),
+        Err((status, msg)) => {
+            fail(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), msg)
+        }
     }
 }

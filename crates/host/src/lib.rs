@@ -5,14 +5,17 @@
 //! at its next tick. The control API (`api`) and metrics sit on top.
 
 pub mod api;
+pub mod border;
+pub mod durable;
 pub mod metrics;
 pub mod net;
+mod net_border;
 pub mod report;
 pub mod scripting;
 pub mod stats;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,6 +42,10 @@ pub enum HostError {
     QueueFull(RegionId),
     #[error("this host already runs MAX_REGIONS_PER_HOST regions")]
     Full,
+    #[error("region {0} is moving to another host; send the change again in a moment")]
+    Moving(RegionId),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +87,10 @@ pub(crate) struct RegionSlot {
     metrics: RegionMetrics,
     /// The region's live script instances (derived from its records; locked inside `region`).
     scripts: Mutex<scripting::RegionScripts>,
+    /// Its border crossings (set up at its first tick here; locked inside `region`).
+    border: Mutex<Option<border::Border>>,
+    /// Durable inputs waiting for their acknowledgement.
+    acks: Mutex<durable::AckQueue>,
 }
 
 struct RegionMetrics {
@@ -116,6 +127,11 @@ struct Shared {
     next_incarnation: Mutex<u64>,
     observers: RwLock<Vec<TickObserver>>,
     scripts: scripting::LazyScriptHost,
+    /// Every region of the world (wherever it runs), so regions know their neighbours.
+    grid: RwLock<Arc<HashSet<RegionId>>>,
+    /// Where crossing messages for other hosts' regions go (installed by the network layer).
+    crossing_tx: RwLock<Option<border::CrossingSender>>,
+    durable: std::sync::OnceLock<Arc<durable::Durability>>,
 }
 
 /// A running host. Cloning shares it; [`Host::shutdown`] stops its workers.
@@ -141,6 +157,9 @@ impl Host {
                 threads: cores,
                 ..Default::default()
             }),
+            grid: RwLock::new(Arc::new(HashSet::new())),
+            crossing_tx: RwLock::new(None),
+            durable: std::sync::OnceLock::new(),
         });
         let workers = (0..cores)
             .map(|i| {
@@ -166,7 +185,7 @@ impl Host {
 
     /// Loads a new region with generated terrain (the host's seed unless given).
     pub fn load_new(&self, id: RegionId, seed: Option<u32>) -> Result<(), HostError> {
-        self.load(Region::new(id, seed.unwrap_or(self.shared.config.seed)))
+        self.load(self.new_or_recovered(id, seed.unwrap_or(self.shared.config.seed))?)
     }
 
     /// Starts ticking a region; its simulated clock continues from its last tick.
@@ -213,6 +232,8 @@ impl Host {
             incarnation,
             metrics: RegionMetrics::new(id),
             scripts: Mutex::new(scripts.unwrap_or_default()),
+            border: Mutex::new(None),
+            acks: Mutex::new(durable::AckQueue::default()),
         };
         *slot.first_tick.lock() = hook;
         regions.insert(id, Arc::new(slot));
@@ -235,6 +256,10 @@ impl Host {
         let _migration = slot.migration.lock();
         let region = slot.region.lock().clone();
         let inputs: Vec<Input> = slot.inputs.lock().drain(..).collect();
+        slot.acks.lock().fail_all();
+        if let Some(d) = self.shared.durable.get() {
+            d.checkpoint_soon(id);
+        }
         slot.metrics.entities.set(0.0);
         slot.metrics.avatars.set(0.0);
         tracing::info!(region = %id, "region unloaded");
@@ -265,6 +290,36 @@ impl Host {
         Ok(())
     }
 
+    /// Tells the host every region of the world, wherever it runs: a region's entities cross
+    /// towards neighbours in this set and bounce off edges with nothing beyond. Empty (the
+    /// default): no crossings.
+    pub fn set_grid(&self, regions: impl IntoIterator<Item = RegionId>) {
+        let grid: HashSet<RegionId> = regions.into_iter().collect();
+        if **self.shared.grid.read() != grid {
+            *self.shared.grid.write() = Arc::new(grid);
+        }
+    }
+
+    /// Installs where crossing messages to regions of other hosts go.
+    pub fn set_crossing_sender(&self, sender: border::CrossingSender) {
+        *self.shared.crossing_tx.write() = Some(sender);
+    }
+
+    /// A crossing message for region `to` from its neighbour `from`. Dropped (the protocol
+    /// resends) while the region is frozen for a migration or before its first tick here.
+    pub fn crossing_msg(&self, to: RegionId, from: RegionId, msg: crossing::Msg) -> Result<(), HostError> {
+        let slot = self.slot(to)?;
+        let migration = slot.migration.lock();
+        if migration.as_ref().is_some_and(|m| !m.should_tick()) {
+            return Ok(());
+        }
+        let mut border = slot.border.lock();
+        if let Some(b) = border.as_mut() {
+            b.on_msg(self.now_us(), from, msg);
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the region's state between ticks.
     pub fn with_region<T>(&self, id: RegionId, f: impl FnOnce(&Region) -> T) -> Result<T, HostError> {
         let slot = self.slot(id)?;
@@ -290,6 +345,7 @@ impl Host {
             (r.tick_number(), r.generation(), r.rate_hz(), r.entity_count(), r.avatar_count(), r.state_hash())
         };
         let queued_inputs = slot.inputs.lock().len();
+        let crossings = slot.border.lock().as_ref().map(|b| b.stats()).unwrap_or_default();
         let scripts = slot.scripts.lock().stats();
         let s = slot.stats.lock();
         let (p50, p99) = s.percentiles();
@@ -314,6 +370,7 @@ impl Host {
             script_events_per_s: scripts.events_per_s,
             script_time_ms: scripts.time_ms,
             script_errors: scripts.errors,
+            crossings,
         })
     }
 
@@ -381,6 +438,19 @@ fn worker(shared: &Shared) {
     }
 }
 
+/// A crossing message between two regions of this host.
+fn deliver_local(shared: &Shared, from: RegionId, t: crossing::Transmit) {
+    let Some(slot) = shared.regions.read().get(&t.to).cloned() else { return };
+    let migration = slot.migration.lock();
+    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
+        return;
+    }
+    let mut border = slot.border.lock();
+    if let Some(b) = border.as_mut() {
+        b.on_msg(shared.epoch.elapsed().as_micros() as u64, from, t.msg);
+    }
+}
+
 /// Microseconds since the Unix epoch: comparable between processes on one machine.
 pub fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -388,11 +458,13 @@ pub fn unix_us() -> u64 {
 
 /// Ticks one region and returns when it is next due.
 fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
+    // Room for the border's own inputs, which come first.
     let inputs: Vec<Input> = {
         let mut q = slot.inputs.lock();
-        let n = q.len().min(MAX_INPUTS_PER_TICK);
+        let n = q.len().min(MAX_INPUTS_PER_TICK - border::MAX_BORDER_INPUTS_PER_TICK);
         q.drain(..n).collect()
     };
+    let (n_inputs, first_pos) = (inputs.len(), slot.acks.lock().take(inputs.len()));
     let started = Instant::now();
     let now = shared.epoch.elapsed().as_micros() as u64;
     let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
@@ -401,16 +473,40 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         // Frozen for a migration: no tick, and the inputs wait for whoever ticks next.
         drop(migration);
         let mut q = slot.inputs.lock();
+        slot.acks.lock().untake(n_inputs);
         for input in inputs.into_iter().rev() {
             q.push_front(input);
         }
         return due + 1_000_000 / u64::from(world::limits::ACTIVE_TICK_HZ);
     }
     let mut region = slot.region.lock();
+    let host_now = shared.epoch.elapsed().as_micros() as u64;
+    let grid = shared.grid.read().clone();
+    let neighbours = world::Neighbours::of(id, |r| grid.contains(&r));
+    if region.neighbours() != neighbours {
+        region.set_neighbours(neighbours);
+    }
+    let mut border_guard = slot.border.lock();
+    let border = border_guard.get_or_insert_with(|| border::Border::load(&region));
+    let mut all = border.before_tick(host_now);
+    let inputs = if all.is_empty() {
+        inputs
+    } else {
+        all.extend(inputs);
+        all
+    };
     let out = slot.scripts.lock().tick(&shared.scripts, &mut region, sim_now, inputs);
+    let transmits = border.after_tick(host_now, &region, &out);
+    // Never hold one region's border while delivering to another's (two tick threads
+    // crossing both ways would wait on each other).
+    drop(border_guard);
     // The tick is done: this is the "last tick" a freeze is measured from.
     let unix = unix_us();
     slot.last_tick_unix.store(unix, Ordering::SeqCst);
+    match shared.durable.get() {
+        Some(d) => d.after_tick(slot, &region, &out, first_pos, n_inputs),
+        None => durable::after_tick_without_store(slot, &out, first_pos, n_inputs),
+    }
     if let Some(m) = migration.as_mut() {
         // Right after a tick is the one moment a freeze costs nothing extra: the next round
         // (or the final one) is cut here, on the tick thread.
@@ -423,6 +519,20 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     let (entities, avatars) = (region.entity_count(), region.avatar_count());
     drop(region);
     drop(migration);
+    if !transmits.is_empty() {
+        let sender = shared.crossing_tx.read().clone();
+        for t in transmits {
+            match &sender {
+                Some(send) => send(id, t),
+                None => match shared.regions.read().get(&t.to).cloned() {
+                    Some(_) => deliver_local(shared, id, t),
+                    None => {
+                        tracing::debug!(from = %id, to = %t.to, "crossing message for a region not on this host dropped (no network)")
+                    }
+                },
+            }
+        }
+    }
     if let Some(hook) = slot.first_tick.lock().take() {
         tracing::debug!(target: "freeze", region = %id, at = unix, tick_us = started.elapsed().as_micros() as u64, "first tick here");
         hook(unix);

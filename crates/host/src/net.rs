@@ -146,6 +146,7 @@ impl Net {
                 });
             }
         });
+        crate::net_border::start(&net);
         let n = Arc::downgrade(&net);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(TARGET_SWEEP);
@@ -246,7 +247,7 @@ impl Net {
         }
     }
 
-    async fn peer(&self, addr: &str) -> Result<LinkTx, NetError> {
+    pub(crate) async fn peer(&self, addr: &str) -> Result<LinkTx, NetError> {
         if let Some(tx) = self.peers.lock().get(addr).filter(|t| !t.is_closed()).cloned() {
             return Ok(tx);
         }
@@ -278,6 +279,12 @@ impl Net {
                     }
                 }
                 LinkMsg::Input { region, input } => self.deliver_input(region, input),
+                LinkMsg::Crossing { from, to, msg } => {
+                    if let Err(e) = self.host.crossing_msg(to, from, msg) {
+                        // Moved or gone: the sender resends, and looks the owner up again.
+                        tracing::debug!(%from, %to, "crossing message dropped: {e}");
+                    }
+                }
                 LinkMsg::Subscribe { region } => {
                     if self.host.stats(region).is_ok() {
                         self.subscribers.lock().entry(region).or_default().push(link.tx.clone());

@@ -307,16 +307,28 @@ impl RegionScripts {
                     continue;
                 }
             };
-            let state = ScriptState {
+            // Only the chunks the record changed after `since` (the instance holds the rest
+            // already): a few KiB per script instead of its whole memory.
+            let delta = script::ScriptDelta {
                 id: script.id(),
-                object: record.object,
                 module: script.module().hash(),
+                base_version: script.version(),
                 version: control.version,
-                memory: record.memory(),
+                chunks: record
+                    .chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.gen > since)
+                    .map(|(index, c)| {
+                        let mut bytes = vec![0; world::limits::SCRIPT_CHUNK_BYTES];
+                        c.copy_to(&mut bytes);
+                        script::MemoryChunk { index: index as u8, bytes }
+                    })
+                    .collect(),
                 globals: control.globals,
                 vars: control.vars,
             };
-            match script.apply_state(&state) {
+            match script.apply_delta(&delta) {
                 Ok(()) => self.meta[i] = Meta { synced: Some(control.version), dirty: false },
                 Err(_) => stale.push(i),
             }
@@ -436,7 +448,11 @@ impl RegionScripts {
 }
 
 fn has_script_inputs(inputs: &[Input]) -> bool {
-    inputs.iter().any(|i| matches!(i, Input::AddScript { .. } | Input::Rez { .. }))
+    inputs.iter().any(|i| match i {
+        Input::AddScript { .. } | Input::Rez { .. } => true,
+        Input::Arrive { scripts, .. } => !scripts.is_empty(),
+        _ => false,
+    })
 }
 
 /// One tick's script pass over a region.
@@ -457,6 +473,12 @@ impl ScriptPass for Pass<'_> {
             let targets: Vec<usize> = rs.find_object(t.object).collect();
             for i in targets {
                 rs.enqueue(i, Event::Touch { toucher: t.avatar });
+            }
+        }
+        for &(object, from) in region.arrivals() {
+            let targets: Vec<usize> = rs.find_object(object).collect();
+            for i in targets {
+                rs.enqueue(i, Event::RegionCross { from, to: region.id() });
             }
         }
         let view = RegionView::new(region);
@@ -569,16 +591,20 @@ fn in_range(view: &RegionView, from: Vec3, listener: EntityId, range: ChatRange)
 pub struct RegionView<'a> {
     region: &'a Region,
     cells: Vec<Vec<Sensed>>,
+    /// Whether any unit is held at the border (then its scripts are paused).
+    any_held: bool,
 }
 
 impl<'a> RegionView<'a> {
     pub fn new(region: &'a Region) -> RegionView<'a> {
         let mut cells = vec![Vec::new(); SENSOR_CELLS * SENSOR_CELLS];
+        let mut any_held = false;
         for e in region.entities() {
             let pos = region.world_pos(e.id).unwrap_or(e.pos);
             cells[cell_of(pos)].push(Sensed { id: e.id, avatar: e.is_avatar(), pos });
+            any_held |= world::border::is_root(e) && world::border::outside(e.pos);
         }
-        RegionView { region, cells }
+        RegionView { region, cells, any_held }
     }
 }
 
@@ -593,6 +619,9 @@ fn cell_of(p: Vec3) -> usize {
 impl WorldView for RegionView<'_> {
     fn now_ms(&self) -> u64 {
         self.region.now_us() / 1000
+    }
+    fn paused(&self, object: EntityId) -> bool {
+        self.any_held && self.region.is_held(object)
     }
     fn region(&self) -> RegionId {
         self.region.id()

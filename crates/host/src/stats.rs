@@ -87,4 +87,7 @@ pub struct RegionStats {
     /// Scripts stopped by an error, or whose module or state this host refused.
     #[serde(default)]
     pub script_errors: usize,
+    /// Border crossings of the region since it came to this host.
+    #[serde(default)]
+    pub crossings: crate::border::CrossingStats,
 }

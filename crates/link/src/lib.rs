@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use world::{Input, RegionId, TickOutput};
 
 /// Version of the link protocol; peers of different versions refuse each other at `Hello`.
-pub const LINK_VERSION: u16 = 1;
+pub const LINK_VERSION: u16 = 2;
 /// Largest frame accepted (a migration chunk plus headers, or one tick's output).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Frames waiting to be written to one peer; beyond it new frames are dropped.
@@ -42,6 +42,13 @@ pub enum LinkMsg {
     Migration {
         region: RegionId,
         msg: migrate::Msg,
+    },
+    /// A border-crossing message from region `from` to its neighbour `to` (lost ones are
+    /// resent by the crossing protocol).
+    Crossing {
+        from: RegionId,
+        to: RegionId,
+        msg: crossing::Msg,
     },
     /// A client input for a region (from a gateway, or forwarded by its previous owner).
     Input {

@@ -44,6 +44,11 @@ pub trait WorldView: Sync {
     /// Order does not matter and extra entities are harmless: the engine filters by range and
     /// kind, drops the script's own object, sorts by distance then id and keeps the nearest.
     fn sensor(&self, origin: Vec3, range: f32, kinds: SensorKinds, out: &mut Vec<Sensed>);
+    /// Whether the scripts of this object are paused this tick (its object is held at a
+    /// region border while it crosses): they run no events and their timers wait.
+    fn paused(&self, _object: EntityId) -> bool {
+        false
+    }
 }
 
 /// A `WorldView` made of plain data, for tests, benchmarks and tools.

@@ -36,6 +36,10 @@ pub struct MigrateBenchArgs {
     /// no client-side figures).
     #[arg(long)]
     no_bots: bool,
+    /// Control token the bench's hosts are started with and its requests carry (default: a
+    /// fresh random one).
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
+    control_token: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -130,16 +134,32 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
     spawn(&mut procs, &["orchestrator", "--listen", &dir])?;
     let dir_url = format!("http://{dir}");
     let cores = a.cores.to_string();
+    let token = a.control_token.clone().unwrap_or_else(crate::new_control_token);
     let mut hosts = Vec::new();
     for _ in 0..2 {
         let (api, link) = (free_addr()?, free_addr()?);
         spawn(
             &mut procs,
-            &["host", "--listen", &api, "--link", &link, "--directory", &dir_url, "--cores", &cores],
+            &[
+                "host",
+                "--listen",
+                &api,
+                "--link",
+                &link,
+                "--directory",
+                &dir_url,
+                "--cores",
+                &cores,
+                "--control-token",
+                &token,
+            ],
         )?;
         hosts.push(HostAddrs { api: format!("http://{api}"), link });
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(crate::migrate_cmd::bearer_headers(Some(&token))?)
+        .build()?;
     let resp =
         http.post(format!("{}/regions/{REGION}", hosts[0].api)).json(&serde_json::json!({})).send().await?;
     anyhow::ensure!(resp.status().is_success(), "could not create the busy region: {}", resp.text().await?);

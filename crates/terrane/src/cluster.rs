@@ -15,15 +15,15 @@ pub fn host_config(base: &host::HostConfig, i: usize) -> host::HostConfig {
 }
 
 /// Starts the orchestrator and every host's reports; returns the orchestrator's routes, to be
-/// served on `api` (the first host's control API).
+/// served on `api` (the first host's control API). `token` is the hosts' control token.
 pub fn start(
     rt: &tokio::runtime::Runtime,
     directory: Arc<dyn Directory>,
     hosts: &[(Arc<Net>, SocketAddr)],
     api: SocketAddr,
+    token: Option<String>,
 ) -> anyhow::Result<axum::Router> {
     let _guard = rt.enter();
-    let token = std::env::var("TERRANE_CONTROL_TOKEN").ok().filter(|t| !t.is_empty());
     let config = orchestrator::OrchestratorConfig { control_token: token.clone(), ..Default::default() };
     let orch = orchestrator::Orchestrator::start(directory, config)?;
     for (net, host_api) in hosts {

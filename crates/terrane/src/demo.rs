@@ -20,22 +20,32 @@ pub struct Population {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Avatar ids of the default population: high bit set, so they never meet object ids.
+/// Avatar ids of the default population: the two high bits set, so they never meet object
+/// ids (region-prefixed, high bits clear) nor gateway agents (only the top bit set).
 fn wanderer_id(region: RegionId, k: usize) -> EntityId {
-    EntityId(1 << 63 | u64::from(region.x) << 40 | u64::from(region.y) << 24 | k as u64)
+    EntityId(WANDERER_BIT | u64::from(region.x) << 40 | u64::from(region.y) << 24 | k as u64)
+}
+
+const WANDERER_BIT: u64 = 0b11 << 62;
+
+fn is_wanderer(id: EntityId) -> bool {
+    id.0 & WANDERER_BIT == WANDERER_BIT
 }
 
 impl Population {
+    /// Populates `regions` (unless `populate` is false: a kept world has its things already)
+    /// and steers the wanderers and throws balls in them from then on.
     pub fn start(
         hosts: Vec<host::Host>,
         regions: &[RegionId],
+        populate: bool,
         avatars: usize,
         objects: usize,
         seed: u32,
     ) -> Population {
         let grid = Grid(hosts);
         let mut rng = SmallRng::seed_from_u64(u64::from(seed));
-        for &r in regions {
+        for &r in regions.iter().filter(|_| populate) {
             for k in 0..avatars {
                 let pos = Vec3::new(rng.random_range(20.0..236.0), rng.random_range(20.0..236.0), 0.0);
                 grid.send(
@@ -62,7 +72,7 @@ impl Population {
             let regions = regions.to_vec();
             std::thread::Builder::new()
                 .name("population".into())
-                .spawn(move || steer(&grid, &regions, avatars, &stop, rng))
+                .spawn(move || steer(&grid, &regions, &stop, rng))
                 .expect("spawning the population thread")
         };
         Population { stop, thread: Some(thread) }
@@ -89,7 +99,8 @@ fn random_object(rng: &mut SmallRng, k: usize) -> ObjectSpec {
         ..Default::default()
     };
     match k % 10 {
-        // A glider: drifts above the ground forever, bouncing off the region's edges.
+        // A glider: drifts above the ground forever, crossing into neighbour regions and
+        // bouncing off the world's edges.
         0 => {
             spec.pos.z = rng.random_range(30.0..60.0);
             spec.vel = Vec3::new(rng.random_range(-4.0..4.0), rng.random_range(-4.0..4.0), 0.0);
@@ -128,11 +139,17 @@ impl Grid {
     }
 }
 
-fn steer(host: &Grid, regions: &[RegionId], avatars: usize, stop: &AtomicBool, mut rng: SmallRng) {
+fn steer(host: &Grid, regions: &[RegionId], stop: &AtomicBool, mut rng: SmallRng) {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(STEER_EVERY);
         for &r in regions {
-            for k in 0..avatars {
+            // Wanderers cross borders: steer those that are here now, wherever they started.
+            let here: Vec<EntityId> = host
+                .with_region(r, |region| {
+                    region.entities().filter(|e| e.is_avatar() && is_wanderer(e.id)).map(|e| e.id).collect()
+                })
+                .unwrap_or_default();
+            for id in here {
                 if rng.random_bool(0.3) {
                     let controls = Controls {
                         forward: if rng.random_bool(0.8) { 1 } else { 0 },
@@ -141,7 +158,7 @@ fn steer(host: &Grid, regions: &[RegionId], avatars: usize, stop: &AtomicBool, m
                         jump: rng.random_bool(0.05),
                         ..Default::default()
                     };
-                    host.send(r, Input::Controls { id: wanderer_id(r, k), controls });
+                    host.send(r, Input::Controls { id, controls });
                 }
             }
             if rng.random_bool(0.5) {

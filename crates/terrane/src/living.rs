@@ -1,5 +1,5 @@
-//! The living part of the default world: grazing animals, spreading plants, NPC workers and a
-//! vehicle on a loop road, all user scripts in WebAssembly text (crates/terrane/world/*.wat),
+//! The living part of the default world: grazing animals, spreading plants, NPC workers, a
+//! vehicle on a loop road and a ferry that shuttles across region borders, all user scripts in WebAssembly text (crates/terrane/world/*.wat),
 //! put into a region by ordinary inputs. The modules travel inside the region's state, so
 //! whichever host runs the region compiles them; nothing else needs installing.
 
@@ -12,6 +12,7 @@ pub const GRAZER_WAT: &str = include_str!("../world/grazer.wat");
 pub const PLANT_WAT: &str = include_str!("../world/plant.wat");
 pub const WORKER_WAT: &str = include_str!("../world/worker.wat");
 pub const VEHICLE_WAT: &str = include_str!("../world/vehicle.wat");
+pub const FERRY_WAT: &str = include_str!("../world/ferry.wat");
 
 /// How much life one region gets.
 #[derive(Clone, Copy, Debug)]
@@ -20,13 +21,15 @@ pub struct Life {
     pub plants: usize,
     pub workers: usize,
     pub vehicles: usize,
+    /// Ferries shuttling east and west across the region's borders (scripts that cross).
+    pub ferries: usize,
     /// Markers along the vehicle's loop road (plain objects, no scripts).
     pub road_markers: usize,
 }
 
 impl Default for Life {
     fn default() -> Life {
-        Life { grazers: 12, plants: 30, workers: 4, vehicles: 1, road_markers: 24 }
+        Life { grazers: 12, plants: 30, workers: 4, vehicles: 1, ferries: 1, road_markers: 24 }
     }
 }
 
@@ -46,7 +49,7 @@ fn template(name: &str, shape: Shape, scale: Vec3, text: &str, module: ModuleHas
 pub fn inputs(region: RegionId, life: Life, seed: u64) -> Vec<Input> {
     let mut rng = SmallRng::seed_from_u64(seed ^ (u64::from(region.x) << 16 | u64::from(region.y)));
     let hash = |wat: &str| ModuleHash::of(wat.as_bytes());
-    let mut v: Vec<Input> = [GRAZER_WAT, PLANT_WAT, WORKER_WAT, VEHICLE_WAT]
+    let mut v: Vec<Input> = [GRAZER_WAT, PLANT_WAT, WORKER_WAT, VEHICLE_WAT, FERRY_WAT]
         .iter()
         .map(|w| Input::AddModule { bytes: w.as_bytes().to_vec() })
         .collect();
@@ -54,6 +57,7 @@ pub fn inputs(region: RegionId, life: Life, seed: u64) -> Vec<Input> {
     v.push(template("plant", Shape::Cylinder, Vec3::new(0.3, 0.3, 0.45), "", hash(PLANT_WAT)));
     v.push(template("worker", Shape::Cylinder, Vec3::new(0.5, 0.5, 1.8), "", hash(WORKER_WAT)));
     v.push(template("vehicle", Shape::Box, Vec3::new(3.0, 1.6, 1.2), "", hash(VEHICLE_WAT)));
+    v.push(template("ferry", Shape::Box, Vec3::new(6.0, 2.5, 1.5), "", hash(FERRY_WAT)));
     let mut tag = 1 << 40;
     let mut rez = |v: &mut Vec<Input>, template: &str, pos: Vec3| {
         tag += 1;
@@ -82,6 +86,11 @@ pub fn inputs(region: RegionId, life: Life, seed: u64) -> Vec<Input> {
             "vehicle",
             Vec3::new(centre + ROAD_RADIUS * a.cos(), centre + ROAD_RADIUS * a.sin(), 0.0),
         );
+    }
+    for k in 0..life.ferries {
+        // North of the loop road, on lanes of their own.
+        let y = centre + ROAD_RADIUS + 15.0 + 8.0 * k as f32;
+        rez(&mut v, "ferry", Vec3::new(centre, y.min(REGION_SIZE - 5.0), 0.0));
     }
     for k in 0..life.road_markers {
         let a = k as f32 * std::f32::consts::TAU / life.road_markers.max(1) as f32;

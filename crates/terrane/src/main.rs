@@ -4,7 +4,9 @@ mod bench;
 mod bench_migrate;
 mod bench_placement;
 mod cluster;
+mod cluster_view;
 mod demo;
+mod durable_cmd;
 mod living;
 mod migrate_cmd;
 mod ops;
@@ -88,6 +90,17 @@ struct HostArgs {
     /// Where to send load reports (default: the --directory URL when it is an orchestrator's).
     #[arg(long, value_name = "URL")]
     orchestrator: Option<String>,
+    /// Requests to the control API that change something (load, unload, migrate, restore) must
+    /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
+    control_token: Option<String>,
+    /// Keep the regions durable in this directory (checkpoints and write-ahead log); regions
+    /// stored there are recovered when loaded.
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
+    /// Keep the regions durable in PostgreSQL (postgres://user@host:port/db).
+    #[arg(long, env = "TERRANE_STORE", value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -184,6 +197,11 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for links on {}: {e}", args.link))?;
         let host = host::Host::start(config);
+        if args.data.is_some() || args.store.is_some() {
+            host.set_durability(
+                durable_cmd::DataArgs::for_host(args.data.clone(), args.store.clone()).open()?,
+            );
+        }
         let net = host::net::Net::start(host.clone(), link, directory);
         for r in &args.regions {
             net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;
@@ -197,10 +215,9 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             net.name()
         );
+        let api = host::api::router_with_token(host.clone(), prometheus, Some(net), args.control_token);
         let served =
-            axum::serve(listener.tap_io(no_delay), host::api::router(host.clone(), prometheus, Some(net)))
-                .with_graceful_shutdown(run::stop_signal(None))
-                .await;
+            axum::serve(listener.tap_io(no_delay), api).with_graceful_shutdown(run::stop_signal(None)).await;
         host.shutdown();
         served?;
         anyhow::Ok(())
@@ -219,7 +236,7 @@ fn report_config(
             .clone()
             .or_else(|| args.directory.clone().filter(|d| d.starts_with("http"))),
         ttl: host::report::DEFAULT_HOST_TTL,
-        token: std::env::var("TERRANE_CONTROL_TOKEN").ok().filter(|t| !t.is_empty()),
+        token: args.control_token.clone().filter(|t| !t.is_empty()),
     })
 }
 
@@ -237,11 +254,13 @@ fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let gw = gateway::Gateway::start(config, directory, listener).await?;
+        let gw =
+            gateway::Gateway::start_with_routes(config, directory, listener, web::viewer_router()).await?;
         println!(
-            "terrane gateway: clients connect to {}; guest tokens at {}NAME",
+            "terrane gateway: clients connect to {}; guest tokens at {}NAME; viewer at http://{}/viewer",
             gw.ws_url(),
-            gw.guest_endpoint()
+            gw.guest_endpoint(),
+            gw.addr()
         );
         run::stop_signal(None).await;
         gw.shutdown().await;
@@ -262,6 +281,20 @@ fn run_bot(args: BotArgs) -> anyhow::Result<()> {
 /// Nagle's algorithm.
 pub fn no_delay(stream: &mut tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
+}
+
+/// A control token: printable ASCII without spaces, 16 to `MAX_CONTROL_TOKEN_BYTES` bytes.
+pub fn parse_control_token(s: &str) -> Result<String, String> {
+    let max = host::api::MAX_CONTROL_TOKEN_BYTES;
+    if s.len() < 16 || s.len() > max || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("a control token is 16 to {max} printable ASCII characters without spaces"));
+    }
+    Ok(s.to_string())
+}
+
+/// A fresh random control token (32 hex digits), as `terrane run` makes at start.
+pub fn new_control_token() -> String {
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
 /// Parses durations like `10s`, `1m30s`, `250ms`.

@@ -32,9 +32,25 @@ pub struct MigrateArgs {
     /// Give up waiting for the outcome after this long.
     #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     timeout: Duration,
+    /// The control token of the source host (`terrane run` prints it), sent as
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Default headers for requests to a control API: the bearer token, when there is one.
+pub fn bearer_headers(token: Option<&str>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| anyhow::anyhow!("the control token must be printable ASCII"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
@@ -44,7 +60,10 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 
 async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let api = args.api.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(bearer_headers(args.control_token.as_deref())?)
+        .build()?;
     let req = MigrateRequest {
         to: args.to.clone(),
         freeze_budget_ms: args.freeze_budget_ms,

@@ -43,6 +43,12 @@ pub struct RunArgs {
     /// Headless bots to connect through the gateway (they wander and measure what they see).
     #[arg(long, default_value_t = 0)]
     pub bots: usize,
+    /// Token that changes through the control APIs and the dashboard must carry
+    /// (default: a fresh random one, printed at start).
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
+    pub control_token: Option<String>,
+    #[command(flatten)]
+    pub data: crate::durable_cmd::DataArgs,
 }
 
 /// One host of the embedded grid.
@@ -61,6 +67,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         p => SocketAddr::new(args.listen.ip(), p.checked_add(1).unwrap_or(0)),
     };
 
+    // Changes through the control APIs (and the dashboard's buttons) need this token.
+    let control_token = args.control_token.clone().unwrap_or_else(crate::new_control_token);
+    let durability = args.data.open()?;
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for (i, api) in [args.listen, second_api].into_iter().enumerate() {
@@ -71,18 +80,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
         let host = host::Host::start(crate::cluster::host_config(&config, i));
+        host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
         };
-        let app = host::api::router(host, prometheus.clone(), Some(net.clone()))
-            .merge(directory::router(directory.clone()));
+        let app = host::api::router_with_token(
+            host,
+            prometheus.clone(),
+            Some(net.clone()),
+            Some(control_token.clone()),
+        )
+        .merge(directory::router(directory.clone()));
         servers.push((listener, app));
         nodes.push(Node { net, api });
     }
 
     let members: Vec<_> = nodes.iter().map(|n| (n.net.clone(), n.api)).collect();
-    let control = crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api)?;
+    let control =
+        crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api, Some(control_token.clone()))?;
     servers[0].1 = servers[0].1.clone().merge(control);
 
     let regions: Vec<RegionId> =
@@ -98,10 +114,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("cannot listen on {}: {e} (pick another with --gateway)", args.gateway)
         })?;
         let config = gateway::GatewayConfig { world_seed: args.seed, ..Default::default() };
-        anyhow::Ok(gateway::Gateway::start(config, directory.clone(), listener).await?)
+        let pages = web_pages(&nodes, directory.clone(), &control_token)?;
+        anyhow::Ok(gateway::Gateway::start_with_routes(config, directory.clone(), listener, pages).await?)
     })?;
     let guest = gateway.guest_token("Guest")?;
-    let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
+    // A kept world already has its people's things: only a new one is populated.
+    let kept = durability.recovered_regions();
+    if !kept.is_empty() {
+        eprintln!(
+            "terrane: world kept in {}: {} regions recovered (--fresh starts anew)",
+            args.data.data.display(),
+            kept.len()
+        );
+    }
+    let population =
+        Population::start(hosts.clone(), &regions, kept.is_empty(), args.avatars, args.objects, args.seed);
     println!(
         "terrane: {} regions on 2 hosts; control APIs http://{} and http://{} (metrics at /metrics); {}",
         regions.len(),
@@ -113,11 +140,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{}",
+        "terrane: hosts {} and {}; move a region with: terrane migrate 1,1 --to {} --api http://{} --control-token {}",
         nodes[0].net.name(),
         nodes[1].net.name(),
         nodes[1].net.name(),
-        nodes[0].api
+        nodes[0].api,
+        control_token
     );
     println!(
         "terrane: gateway {} (guest tokens at {}NAME); a ready guest: {}?token={}",
@@ -125,6 +153,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         gateway.guest_endpoint(),
         guest.url,
         guest.token
+    );
+    println!(
+        "terrane: dashboard http://{addr}/#token={control_token} · viewer http://{addr}/viewer",
+        addr = gateway.addr()
     );
     let bots = (args.bots > 0).then(|| {
         let duration = args.for_.unwrap_or(Duration::from_secs(365 * 24 * 3600));
@@ -170,6 +202,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The dashboard and viewer, reading the hosts through their control APIs.
+fn web_pages(nodes: &[Node], directory: Arc<dyn Directory>, token: &str) -> anyhow::Result<axum::Router> {
+    let hosts = nodes
+        .iter()
+        .map(|n| crate::cluster_view::HostEndpoint {
+            name: n.net.name().to_string(),
+            api: format!("http://{}", n.api),
+        })
+        .collect();
+    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?;
+    Ok(web::router(Arc::new(view), web::WebConfig { control_token: Some(token.to_string()) }))
+}
+
 fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Duration) -> String {
     let stats: Vec<_> = hosts.iter().flat_map(|h| h.all_stats()).collect();
     let entities: usize = stats.iter().map(|s| s.entities).sum();
@@ -177,9 +222,10 @@ fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Durati
     let ticking = stats.iter().filter(|s| s.ticks > 0).count();
     let p99 = stats.iter().map(|s| s.tick_p99_ms).fold(0.0, f64::max);
     let overruns: u64 = stats.iter().map(|s| s.overruns).sum();
+    let crossings: u64 = stats.iter().map(|s| s.crossings.arrived).sum();
     let per_host: Vec<String> = hosts.iter().map(|h| h.region_ids().len().to_string()).collect();
     format!(
-        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · clients {} · tick p99 {:.2} ms · overruns {}",
+        "[{:>5}s] regions {} ({} ticking; {} per host) · entities {} · avatars {} · clients {} · crossings {} · tick p99 {:.2} ms · overruns {}",
         elapsed.as_secs(),
         stats.len(),
         ticking,
@@ -187,6 +233,7 @@ fn status_line(hosts: &[host::Host], gateway: &gateway::Gateway, elapsed: Durati
         entities,
         avatars,
         gateway.stats().sessions,
+        crossings,
         p99,
         overruns
     ) + &crate::living::status(&stats)

@@ -22,6 +22,8 @@ fn http_get(addr: &str, path: &str) -> String {
 fn run_for_a_while_shows_nine_regions_ticking_serves_metrics_and_exits_cleanly() {
     let mut child = terrane()
         .args(["run", "--for", "3s", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0"])
+        .args(["--fresh", "--data"])
+        .arg(std::env::temp_dir().join(format!("terrane-cli-run-{}", std::process::id())))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -77,6 +79,12 @@ fn migrate_moves_a_region_of_a_running_grid_to_the_other_host() {
     let mut child = terrane()
         .args([
             "run",
+            "--fresh",
+            "--data",
+            &std::env::temp_dir()
+                .join(format!("terrane-cli-migrate-{}", std::process::id()))
+                .display()
+                .to_string(),
             "--for",
             "20s",
             "--listen",
@@ -92,17 +100,33 @@ fn migrate_moves_a_region_of_a_running_grid_to_the_other_host() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let _apis = lines.next().unwrap().unwrap();
     let hosts = lines.next().unwrap().unwrap();
-    // "terrane: hosts A and B; move a region with: terrane migrate 1,1 --to B --api URL"
+    // "terrane: hosts A and B; move a region with: terrane migrate 1,1 --to B --api URL --control-token T"
     let to = hosts.split("--to ").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let api = hosts.split("--api ").nth(1).unwrap().trim().to_string();
-    let out = terrane().args(["migrate", "0,0", "--to", &to, "--api", &api, "--json"]).output().unwrap();
+    let api = hosts.split("--api ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let token = hosts.split("--control-token ").nth(1).unwrap().trim().to_string();
+    // Without the control token the host refuses, and says what is missing.
+    let refused = terrane()
+        .env_remove("TERRANE_CONTROL_TOKEN")
+        .args(["migrate", "0,0", "--to", &to, "--api", &api])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("401") && why.contains("control token"), "{why}");
+    let out = terrane()
+        .args(["migrate", "0,0", "--to", &to, "--api", &api, "--control-token", &token, "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["committed"], true, "{v}");
     assert!(v["freeze_ms"].as_f64().is_some(), "{v}");
     assert!(v["rounds"].as_u64().unwrap() >= 2, "a full copy and at least the final round: {v}");
     // The region is gone from the first host: a second request is refused, clearly.
-    let again = terrane().args(["migrate", "0,0", "--to", &to, "--api", &api]).output().unwrap();
+    let again = terrane()
+        .args(["migrate", "0,0", "--to", &to, "--api", &api, "--control-token", &token])
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not on this host"));
     let _ = child.kill();

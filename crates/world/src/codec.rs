@@ -13,8 +13,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::entity::{Entity, EntityId, Kind};
 use crate::limits::{
-    COMPRESS_ABOVE_BYTES, MAX_ENCODED_BYTES, MAX_ENTITIES, MAX_SCRIPTS, MAX_SCRIPT_MODULES, MAX_TEMPLATES,
-    MAX_TOMBSTONES,
+    COMPRESS_ABOVE_BYTES, MAX_BORDER_STATE_BYTES, MAX_ENCODED_BYTES, MAX_ENTITIES, MAX_SCRIPTS,
+    MAX_SCRIPT_MODULES, MAX_TEMPLATES, MAX_TOMBSTONES,
 };
 use crate::region::Region;
 use crate::scripts::{ModuleBlob, ModuleHash, ScriptId, ScriptPatch, ScriptRecord, ScriptTable, Template};
@@ -22,7 +22,7 @@ use crate::terrain::{Terrain, TerrainPatch};
 use crate::RegionId;
 
 /// Version of the canonical encoding. Bump it on any change of layout.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 const MAGIC: [u8; 4] = *b"TRRN";
 const HEADER_BYTES: usize = 4 + 2 + 1 + 1 + 4 + 8;
 
@@ -99,6 +99,9 @@ struct StateRef<'a> {
     #[serde(serialize_with = "values_in_order")]
     entities: &'a BTreeMap<EntityId, Entity>,
     scripts: &'a ScriptTable,
+    border_gen: u64,
+    #[serde(with = "crate::scripts::raw_bytes")]
+    border: &'a Vec<u8>,
 }
 
 #[derive(Serialize)]
@@ -153,6 +156,9 @@ struct Snapshot {
     #[serde(deserialize_with = "entities_in_order")]
     entities: BTreeMap<EntityId, Entity>,
     scripts: ScriptTable,
+    border_gen: u64,
+    #[serde(with = "crate::scripts::raw_bytes")]
+    border: Vec<u8>,
     tombstone_floor: u64,
     tombstones: Vec<(EntityId, u64)>,
     script_tombstones: Vec<(ScriptId, u64)>,
@@ -181,6 +187,8 @@ pub struct Delta {
     pub modules: Vec<(ModuleHash, ModuleBlob)>,
     /// Templates defined after `base`, by name.
     pub templates: Vec<(String, Template)>,
+    /// The crossing protocol's record with its generation, if set after `base`.
+    pub border: Option<(u64, crate::scripts::ByteVec)>,
 }
 
 impl Delta {
@@ -192,6 +200,7 @@ impl Delta {
             && self.scripts_removed.is_empty()
             && self.modules.is_empty()
             && self.templates.is_empty()
+            && self.border.is_none()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -252,6 +261,14 @@ impl Delta {
                 return Err("template generation outside the delta's range");
             }
         }
+        if let Some((gen, state)) = &self.border {
+            if *gen <= self.base || *gen > self.generation {
+                return Err("border record generation outside the delta's range");
+            }
+            if state.0.len() > MAX_BORDER_STATE_BYTES {
+                return Err("border record larger than MAX_BORDER_STATE_BYTES");
+            }
+        }
         Ok(())
     }
 }
@@ -289,6 +306,8 @@ impl Region {
             terrain: &self.terrain,
             entities: &self.entities,
             scripts: &self.scripts,
+            border_gen: self.border_gen,
+            border: &self.border,
         }
     }
 
@@ -338,6 +357,9 @@ impl Region {
         check_script_objects(s.scripts.records.values(), |id| entities.get(&id))
             .map_err(CodecError::Invalid)?;
         let avatars = entities.values().filter(|e| e.is_avatar()).count();
+        if s.border.len() > MAX_BORDER_STATE_BYTES || s.border_gen > s.generation {
+            return Err(CodecError::Invalid("border record out of bounds"));
+        }
         Ok(Region {
             id: s.region,
             tick: s.tick,
@@ -352,6 +374,10 @@ impl Region {
             scripts: s.scripts,
             script_tombstones: s.script_tombstones.into_iter().collect(),
             hash_cache: Default::default(),
+            neighbours: Default::default(),
+            border: s.border,
+            border_gen: s.border_gen,
+            arrivals: Vec::new(),
         })
     }
 
@@ -401,6 +427,8 @@ impl Region {
                 .filter(|(_, t)| t.gen > base)
                 .map(|(n, t)| (n.clone(), t.clone()))
                 .collect(),
+            border: (self.border_gen > base)
+                .then(|| (self.border_gen, crate::scripts::ByteVec(self.border.clone()))),
         })
     }
 
@@ -441,6 +469,10 @@ impl Region {
         for r in patched {
             self.script_tombstones.remove(&r.id);
             self.scripts.records.insert(r.id, r);
+        }
+        if let Some((gen, state)) = &d.border {
+            self.border_gen = *gen;
+            self.border = state.0.clone();
         }
         self.generation = d.generation;
         self.tick = d.tick;

@@ -101,6 +101,9 @@ impl Region {
         }
         // Modules and templates are few, small and rarely change: hashed whole.
         h.update(&encode_hash(&(&self.scripts.modules, &self.scripts.templates)).to_le_bytes());
+        // The crossing protocol's record: small, hashed whole.
+        h.update(&self.border_gen.to_le_bytes());
+        h.update(&xxh3_64(&self.border).to_le_bytes());
         h.digest()
     }
 }

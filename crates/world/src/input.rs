@@ -90,6 +90,32 @@ pub enum Input {
         spec: ObjectSpec,
         scripts: Vec<ModuleHash>,
     },
+    /// A held unit (see [`crate::border`]) now belongs to the neighbour: it leaves this region
+    /// (root, children, seated avatars and their scripts). Refused if `root` is not held.
+    Depart {
+        root: EntityId,
+    },
+    /// A held unit's crossing was called off: it comes back inside the square, bouncing.
+    Return {
+        root: EntityId,
+    },
+    /// A unit adopted from the neighbour `from`, with positions in `from`'s frame (shifted
+    /// here). Ids are kept; script records resume where they stopped. It may take the region
+    /// past `MAX_ENTITIES` (by at most the units in flight): a crossing is never refused
+    /// after it was decided.
+    Arrive {
+        from: crate::RegionId,
+        entities: Vec<Entity>,
+        scripts: Vec<crate::ScriptRecord>,
+        /// The modules its scripts run (stored if the region lacks them).
+        modules: Vec<Vec<u8>>,
+    },
+    /// The crossing protocol's durable record, replaced whole (opaque to the region; at most
+    /// `MAX_BORDER_STATE_BYTES`).
+    Border {
+        #[serde(with = "crate::scripts::raw_bytes")]
+        state: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +187,8 @@ pub enum InputError {
     UnknownTemplate(String),
     #[error("too many scripts: {0}")]
     TooManyScripts(String),
+    #[error("entity {0} is crossing a region border; try again in a moment")]
+    Crossing(EntityId),
 }
 
 /// A script effect the region refused (the tick goes on).
@@ -215,4 +243,11 @@ pub struct TickOutput {
     pub interval_us: u64,
     /// Script effects the region refused this tick.
     pub script_refused: Vec<ScriptRefused>,
+    /// Roots that reached an open edge this tick and are now held there, with the neighbour
+    /// they are leaving for (see [`crate::border`]).
+    pub leaving: Vec<(EntityId, crate::RegionId)>,
+    /// The changes this tick's inputs made on purpose, to log before acknowledging them
+    /// (see `durable`). Stays with the host: never sent to subscribers.
+    #[serde(skip)]
+    pub durable: Option<crate::codec::Delta>,
 }

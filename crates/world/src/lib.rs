@@ -5,7 +5,9 @@
 //! at any tick boundary. It never does I/O, reads a clock or spawns a thread: hosts, tests and
 //! benchmarks drive it.
 
+pub mod border;
 pub mod codec;
+pub mod durable;
 pub mod entity;
 mod hash;
 pub mod input;
@@ -14,6 +16,7 @@ pub mod region;
 pub mod scripts;
 pub mod terrain;
 
+pub use border::{Neighbours, UnitParts};
 pub use codec::{ApplyError, CodecError, Compression, Delta, DeltaApplyError, DeltaError, FORMAT_VERSION};
 pub use entity::{AvatarState, Controls, Entity, EntityId, Kind, ObjectState, Shape};
 pub use glam::{Quat, Vec3};

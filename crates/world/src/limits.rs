@@ -72,3 +72,6 @@ pub const MAX_SCRIPT_TEMPLATE_SCRIPTS: usize = 8;
 /// Most objects the scripts of a region may create in one tick; further requests are refused,
 /// so a flooding script costs the region a bounded amount.
 pub const MAX_SCRIPT_CREATIONS_PER_TICK: usize = 64;
+
+/// Largest crossing-protocol record a region keeps (see [`crate::border`]).
+pub const MAX_BORDER_STATE_BYTES: usize = 32 * 1024 * 1024;

@@ -9,6 +9,7 @@ use std::f32::consts::PI;
 
 use glam::{Quat, Vec3};
 
+use crate::border::Neighbours;
 use crate::entity::{
     validate_name, validate_scale, validate_text, AvatarState, Entity, EntityId, Kind, ObjectState, Shape,
 };
@@ -22,6 +23,9 @@ use crate::scripts::{
 };
 use crate::terrain::Terrain;
 use crate::RegionId;
+
+/// Most avatars an arriving unit may carry seated on it.
+const MAX_ARRIVING_RIDERS: usize = 64;
 
 /// Motion constants (SI units).
 pub mod motion {
@@ -70,6 +74,14 @@ pub struct Region {
     pub(crate) script_tombstones: BTreeMap<ScriptId, u64>,
     /// Derived: hashes of rows by generation stamp, so `state_hash` is cheap.
     pub(crate) hash_cache: crate::hash::HashCache,
+    /// Configuration (not state): which neighbours exist, so entities cross towards them.
+    pub(crate) neighbours: crate::border::Neighbours,
+    /// The crossing protocol's durable record (opaque here) and the generation it was set at.
+    pub(crate) border: Vec<u8>,
+    pub(crate) border_gen: u64,
+    /// Derived, this tick only: objects that arrived from a neighbour, with where from (their
+    /// scripts get `region_cross`).
+    pub(crate) arrivals: Vec<(EntityId, RegionId)>,
 }
 
 /// Per-tick scratch: the generation being stamped and who was touched.
@@ -112,6 +124,10 @@ impl Region {
             scripts: ScriptTable::default(),
             script_tombstones: BTreeMap::new(),
             hash_cache: Default::default(),
+            neighbours: Default::default(),
+            border: Vec::new(),
+            border_gen: 0,
+            arrivals: Vec::new(),
         }
     }
 
@@ -223,19 +239,23 @@ impl Region {
         let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
 
         let mut touches = Vec::new();
+        self.arrivals.clear();
+        let mut durable = crate::durable::Touched::default();
         for (index, input) in inputs.into_iter().enumerate() {
+            let intent = crate::durable::Intent::of(&input);
             let result = if index >= MAX_INPUTS_PER_TICK {
                 Err(InputError::TooManyInputs)
             } else {
                 self.apply_input(input, &mut stamp, &mut out, &mut touches)
             };
-            if let Err(error) = result {
-                out.rejected.push(Rejected { index, error });
+            match result {
+                Ok(()) => durable.applied(intent, &out),
+                Err(error) => out.rejected.push(Rejected { index, error }),
             }
         }
         self.drop_orphan_scripts(&out.removed);
 
-        self.step_motion(dt, &mut stamp);
+        self.step_motion(dt, &mut stamp, &mut out);
 
         let outcome = scripts.run(self, &touches);
         self.apply_script_outcome(outcome, &mut stamp, &mut out);
@@ -256,6 +276,7 @@ impl Region {
             });
         }
         out.interval_us = self.interval_us();
+        out.durable = durable.record(self);
         out
     }
 
@@ -303,6 +324,8 @@ impl Region {
                 self.insert(avatar, stamp);
             }
             Input::RemoveAvatar { id } => {
+                // Held at a border: it leaves with the crossing; the caller removes it there.
+                self.not_held(id)?;
                 self.avatar_mut(id)?;
                 self.remove(id, out);
             }
@@ -317,6 +340,8 @@ impl Region {
             }
             Input::Sit { avatar, object } => {
                 self.object(object)?;
+                self.not_held(object)?;
+                self.not_held(avatar)?;
                 let e = self.avatar_mut(avatar)?;
                 let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
                 a.seat = Some(object);
@@ -324,6 +349,7 @@ impl Region {
                 stamp.body(e);
             }
             Input::Stand { avatar } => {
+                self.not_held(avatar)?;
                 let e = self.avatar_mut(avatar)?;
                 let Kind::Avatar(a) = &mut e.kind else { unreachable!() };
                 if a.seat.take().is_some() {
@@ -335,13 +361,22 @@ impl Region {
                 let id = self.create_object(spec, stamp)?;
                 out.created.push(Created { tag, id });
             }
-            Input::EditObject { id, edit } => self.edit_object(id, edit, stamp)?,
+            Input::EditObject { id, edit } => {
+                self.not_held(id)?;
+                self.edit_object(id, edit, stamp)?
+            }
             Input::DeleteObject { id } => {
+                self.not_held(id)?;
                 self.delete_object(id, out)?;
                 self.unseat_from_missing(stamp);
             }
-            Input::Link { root, child } => self.link(root, child, stamp)?,
+            Input::Link { root, child } => {
+                self.not_held(root)?;
+                self.not_held(child)?;
+                self.link(root, child, stamp)?
+            }
             Input::Unlink { child } => {
+                self.not_held(child)?;
                 let pos = self.world_pos(child).ok_or(InputError::UnknownEntity(child))?;
                 let e = self.object_mut(child)?;
                 let Some(root) = e.parent else {
@@ -405,8 +440,135 @@ impl Region {
                 }
                 self.scripts.templates.insert(name, t);
             }
+            Input::Depart { root } => {
+                if self.held_towards(root).is_none() {
+                    return Err(invalid(format!("{root} is not held at the border")));
+                }
+                let members = self.unit_members(root);
+                for id in members {
+                    self.remove(id, out);
+                }
+            }
+            Input::Return { root } => {
+                if self.held_towards(root).is_none() {
+                    return Err(invalid(format!("{root} is not held at the border")));
+                }
+                let e = self.entities.get_mut(&root).expect("held, so present");
+                for axis in 0..2 {
+                    if e.pos[axis] < 0.0 || e.pos[axis] >= REGION_SIZE {
+                        e.pos[axis] = e.pos[axis].clamp(0.0, REGION_SIZE - EDGE);
+                        e.vel[axis] = if e.is_avatar() { 0.0 } else { -e.vel[axis] };
+                    }
+                }
+                stamp.motion(e);
+                self.place_riders(root, stamp);
+            }
+            Input::Arrive { from, entities, scripts, modules } => {
+                self.arrive(from, entities, scripts, modules, stamp, out)?
+            }
+            Input::Border { state } => {
+                if state.len() > MAX_BORDER_STATE_BYTES {
+                    return Err(invalid("border record larger than MAX_BORDER_STATE_BYTES"));
+                }
+                if state != self.border {
+                    self.border = state;
+                    self.border_gen = stamp.gen;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Inserts a unit adopted from the neighbour `from`: checked whole first, then inserted
+    /// with fresh generation stamps (rows keep ids and content, not the sender's stamps).
+    fn arrive(
+        &mut self,
+        from: RegionId,
+        entities: Vec<Entity>,
+        scripts: Vec<ScriptRecord>,
+        modules: Vec<Vec<u8>>,
+        stamp: &mut Stamp,
+        out: &mut TickOutput,
+    ) -> Result<(), InputError> {
+        let dx = (i32::from(from.x) - i32::from(self.id.x)) as f32 * REGION_SIZE;
+        let dy = (i32::from(from.y) - i32::from(self.id.y)) as f32 * REGION_SIZE;
+        if dx.abs() > REGION_SIZE || dy.abs() > REGION_SIZE || from == self.id {
+            return Err(invalid(format!("region {from} is not a neighbour of {}", self.id)));
+        }
+        if entities.len() > crate::limits::MAX_LINKSET_CHILDREN + 1 + MAX_ARRIVING_RIDERS {
+            return Err(invalid("arriving unit has too many entities"));
+        }
+        for e in &entities {
+            e.validate().map_err(invalid)?;
+            if self.entities.contains_key(&e.id) {
+                return Err(InputError::AlreadyPresent(e.id));
+            }
+        }
+        let ids: Vec<EntityId> = entities.iter().map(|e| e.id).collect();
+        for r in &scripts {
+            if !ids.contains(&r.object) {
+                return Err(invalid("an arriving script lives outside its unit"));
+            }
+            if self.scripts.records.contains_key(&r.id) {
+                return Err(invalid(format!("script {} is already in this region", r.id)));
+            }
+        }
+        if modules.len() > MAX_SCRIPT_MODULES {
+            return Err(invalid("arriving unit carries more than MAX_SCRIPT_MODULES modules"));
+        }
+        for bytes in modules {
+            // A module the region lacks (or cannot take) leaves its scripts out, reported below.
+            if let Ok(hash) = check_new_module(&self.scripts, &bytes) {
+                self.scripts.modules.entry(hash).or_insert(ModuleBlob { gen: stamp.gen, bytes });
+            }
+        }
+        let shift = Vec3::new(dx, dy, 0.0);
+        let mut roots = Vec::new();
+        for mut e in entities {
+            // Children stay relative to their root; roots and riders move into this frame.
+            if !e.is_avatar() {
+                self.arrivals.push((e.id, from));
+            }
+            if e.parent.is_none() {
+                e.pos = self.clamp_xy(e.pos + shift);
+                if !e.is_avatar() || e.avatar().is_some_and(|a| a.seat.is_none()) {
+                    roots.push(e.id);
+                }
+            }
+            self.insert(e, stamp);
+        }
+        for mut r in scripts {
+            if !self.scripts.modules.contains_key(&r.module) {
+                // Its module did not come along (or was refused): reported, not kept half.
+                out.script_refused
+                    .push(ScriptRefused { script: r.id, error: InputError::UnknownModule(r.module) });
+                continue;
+            }
+            r.created = stamp.gen;
+            r.gen = stamp.gen;
+            r.control_gen = stamp.gen;
+            for c in &mut r.chunks {
+                c.gen = stamp.gen;
+            }
+            self.script_tombstones.remove(&r.id);
+            self.scripts.records.insert(r.id, r);
+        }
+        for root in roots {
+            self.place_riders(root, stamp);
+        }
+        Ok(())
+    }
+
+    /// Puts the avatars seated on `root` on their seat again (after it moved by an input).
+    fn place_riders(&mut self, root: EntityId, stamp: &mut Stamp) {
+        let Some(r) = self.entities.get(&root) else { return };
+        let target = r.pos + Vec3::Z * (r.scale.z * 0.5 + AVATAR_HALF_HEIGHT);
+        for e in self.entities.values_mut() {
+            if e.avatar().and_then(|a| a.seat) == Some(root) && e.pos != target {
+                e.pos = target;
+                stamp.motion(e);
+            }
+        }
     }
 
     /// A new script record, not started: the host instantiates it on its next script pass.
@@ -583,6 +745,14 @@ impl Region {
                 self.remove(child, out);
             }
             self.remove(id, out);
+        }
+        Ok(())
+    }
+
+    /// A unit held at the border is frozen: what it is offered as must stay what it is.
+    fn not_held(&self, id: EntityId) -> Result<(), InputError> {
+        if self.is_held(id) {
+            return Err(InputError::Crossing(id));
         }
         Ok(())
     }
@@ -820,17 +990,22 @@ impl Region {
     }
 
     /// Moves everything that moves by `dt` seconds.
-    fn step_motion(&mut self, dt: f32, stamp: &mut Stamp) {
+    fn step_motion(&mut self, dt: f32, stamp: &mut Stamp, out: &mut TickOutput) {
         let terrain = &self.terrain;
+        let open = self.neighbours;
+        let region = self.id;
         let mut seated: Vec<(EntityId, EntityId)> = Vec::new();
         for e in self.entities.values_mut() {
+            if e.parent.is_none() && crate::border::outside(e.pos) {
+                continue; // held at the border until the crossing is settled
+            }
             match &mut e.kind {
                 Kind::Object(o) => {
                     if e.parent.is_some() {
                         continue;
                     }
                     let physical = o.physical;
-                    if step_object(e, physical, terrain, dt) {
+                    if step_object(e, physical, terrain, dt, open) {
                         stamp.motion(e);
                     }
                 }
@@ -839,9 +1014,15 @@ impl Region {
                         seated.push((e.id, seat));
                         continue;
                     }
-                    if step_avatar(e, terrain, dt) {
+                    if step_avatar(e, terrain, dt, open) {
                         stamp.motion(e);
                     }
+                }
+            }
+            if e.parent.is_none() && crate::border::outside(e.pos) {
+                let (dx, dy) = crate::border::side(e.pos);
+                if let Some(to) = crate::border::offset(region, dx, dy) {
+                    out.leaving.push((e.id, to));
                 }
             }
         }
@@ -860,7 +1041,7 @@ impl Region {
 }
 
 /// Returns whether the object moved.
-fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32) -> bool {
+fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32, open: Neighbours) -> bool {
     let ground = |p: Vec3| terrain.height_at(p.x, p.y) + e.scale.z * 0.5;
     if e.vel == Vec3::ZERO && (!physical || e.pos.z <= ground(e.pos)) {
         return false;
@@ -870,13 +1051,8 @@ fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32) -> bo
         e.vel.z -= GRAVITY * dt;
     }
     let mut p = e.pos + e.vel * dt;
-    // Bounce off the region's edges (border crossings will hand objects on instead).
-    for axis in 0..2 {
-        if p[axis] < 0.0 || p[axis] > REGION_SIZE - EDGE {
-            p[axis] = p[axis].clamp(0.0, REGION_SIZE - EDGE);
-            e.vel[axis] = -e.vel[axis];
-        }
-    }
+    // Past an edge towards a neighbour: held there for a crossing. Else bounce off it.
+    edge(&mut p, &mut e.vel, open, -1.0);
     let g = ground(p);
     if p.z <= g {
         p.z = g;
@@ -897,7 +1073,7 @@ fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32) -> bo
 }
 
 /// Returns whether the avatar's pose or velocity changed.
-fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
+fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32, open: Neighbours) -> bool {
     let Kind::Avatar(a) = &mut e.kind else {
         return false;
     };
@@ -930,12 +1106,8 @@ fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
     let mut p = e.pos;
     p.x += e.vel.x * dt;
     p.y += e.vel.y * dt;
-    for axis in 0..2 {
-        if p[axis] < 0.0 || p[axis] > REGION_SIZE - EDGE {
-            p[axis] = p[axis].clamp(0.0, REGION_SIZE - EDGE);
-            e.vel[axis] = 0.0;
-        }
-    }
+    edge(&mut p, &mut e.vel, open, 0.0);
+    // Outside the square the ground is the edge's (`height_at` clamps).
     let ground = terrain.height_at(p.x, p.y) + AVATAR_HALF_HEIGHT;
     if a.flying {
         e.vel.z = f32::from(c.up) * FLY_VERTICAL_SPEED;
@@ -966,6 +1138,31 @@ fn step_avatar(e: &mut Entity, terrain: &Terrain, dt: f32) -> bool {
         e.rot = Quat::from_rotation_z(a.yaw);
     }
     e.pos != old_pos || e.vel != old_vel || a.yaw != old_yaw || a.flying != old_flying
+}
+
+/// Keeps `p` inside the square on every axis whose edge has no neighbour beyond it, scaling
+/// that axis's velocity by `bounce` (-1 bounces, 0 stops). Past an edge towards a neighbour
+/// (diagonal ones too) `p` may leave the square: the entity is then held for a crossing.
+fn edge(p: &mut Vec3, vel: &mut Vec3, open: Neighbours, bounce: f32) {
+    let (dx, dy) = crate::border::side(*p);
+    if open.has(dx, dy) {
+        return;
+    }
+    for axis in 0..2 {
+        let dir = if p[axis] < 0.0 {
+            -1
+        } else if p[axis] > REGION_SIZE - EDGE {
+            1
+        } else {
+            continue;
+        };
+        let (dx, dy) = if axis == 0 { (dir, 0) } else { (0, dir) };
+        if open.has(dx, dy) {
+            continue;
+        }
+        p[axis] = p[axis].clamp(0.0, REGION_SIZE - EDGE);
+        vel[axis] *= bounce;
+    }
 }
 
 fn median_gen<'a>(gens: impl Iterator<Item = &'a u64>) -> u64 {

@@ -5,8 +5,9 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use world::{
-    Controls, EntityId, Input, ModuleHash, ObjectEdit, ObjectEffects, ObjectSpec, Quat, Region, RegionId,
-    ScriptEffect, ScriptId, ScriptOutcome, ScriptPass, ScriptUpdate, Shape, Terrain, Touch, Vec3,
+    Controls, Entity, EntityId, Input, Kind, ModuleHash, Neighbours, ObjectEdit, ObjectEffects, ObjectSpec,
+    ObjectState, Quat, Region, RegionId, ScriptEffect, ScriptId, ScriptOutcome, ScriptPass, ScriptUpdate,
+    Shape, Terrain, Touch, Vec3,
 };
 
 const REGION: RegionId = RegionId::new(3, 7);
@@ -16,6 +17,8 @@ const TICK_US: u64 = 22_222;
 fn base_region() -> Region {
     static TERRAIN: OnceLock<Terrain> = OnceLock::new();
     let mut r = Region::with_terrain(REGION, TERRAIN.get_or_init(|| Terrain::generate(42, REGION)).clone());
+    // Open towards some neighbours: entities that reach those edges are held for crossings.
+    r.set_neighbours(Neighbours::of(REGION, |n| n.x >= REGION.x && n.y != REGION.y + 1));
     let mut setup: Vec<Input> = MODULES.iter().map(|m| Input::AddModule { bytes: m.to_vec() }).collect();
     setup.extend((0..4).map(|t| Input::CreateObject { tag: t, spec: ObjectSpec::default() }));
     // Serials 1..=4 went to the objects; the scripts get the next ones.
@@ -179,7 +182,38 @@ fn input() -> impl Strategy<Value = Input> {
             scripts: vec![module(m)],
         }),
         (any::<u8>(), any::<u8>()).prop_map(|(a, o)| Input::Touch { avatar: avatar(a), object: object(o) }),
+        any::<u8>().prop_map(|k| Input::Depart { root: object(k) }),
+        any::<u8>().prop_map(|k| Input::Return { root: object(k) }),
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(|state| Input::Border { state }),
+        (any::<u8>(), -2.0f32..2.0, 0.0f32..256.0, any::<bool>()).prop_map(|(k, x, y, east)| {
+            let from = if east {
+                RegionId::new(REGION.x + 1, REGION.y)
+            } else {
+                RegionId::new(REGION.x, REGION.y - 1)
+            };
+            let pos = if east { Vec3::new(x, y, 30.0) } else { Vec3::new(y, 256.0 + x, 30.0) };
+            Input::Arrive { from, entities: vec![visitor(k, pos)], scripts: Vec::new(), modules: Vec::new() }
+        }),
     ]
+}
+
+/// An object from a neighbour region (ids there have another prefix).
+fn visitor(k: u8, pos: Vec3) -> Entity {
+    Entity {
+        id: EntityId(0xB000_0000 + u64::from(k % 8)),
+        kind: Kind::Object(ObjectState { physical: k % 2 == 0 }),
+        pos,
+        rot: Quat::IDENTITY,
+        vel: Vec3::new(f32::from(k % 5) - 2.0, 0.0, 0.0),
+        scale: Vec3::ONE,
+        shape: Shape::Box,
+        owner: 9,
+        name: "visitor".into(),
+        text: String::new(),
+        parent: None,
+        gen: 5,
+        body_gen: 5,
+    }
 }
 
 /// One tick of a run: its time step (late ticks included), its inputs, what its scripts do.

@@ -38,7 +38,7 @@ pub fn vehicle(root: u64, children: u64, riders: u64) -> crossing::Unit {
         };
         entity(root + 1000 + k, Kind::Avatar(a), None)
     }));
-    crossing::Unit { root: r, entities, scripts: Vec::new() }
+    crossing::Unit { root: r, entities, scripts: Vec::new(), modules: Vec::new() }
 }
 
 /// A started script living in `object`, with some memory and control state.
