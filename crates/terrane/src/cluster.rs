@@ -14,17 +14,30 @@ pub fn host_config(base: &host::HostConfig, i: usize) -> host::HostConfig {
     host::HostConfig { cores, ..base.clone() }
 }
 
+/// How the orchestrator of `terrane run` acts.
+pub struct Placing {
+    /// The hosts' control token.
+    pub token: Option<String>,
+    /// False: only drains and failovers, no placement moves of its own.
+    pub autoplace: bool,
+}
+
 /// Starts the orchestrator and every host's reports; returns the orchestrator's routes, to be
-/// served on `api` (the first host's control API). `token` is the hosts' control token.
+/// served on `api` (the first host's control API).
 pub fn start(
     rt: &tokio::runtime::Runtime,
     directory: Arc<dyn Directory>,
     hosts: &[(Arc<Net>, SocketAddr)],
     api: SocketAddr,
-    token: Option<String>,
+    placing: Placing,
 ) -> anyhow::Result<axum::Router> {
     let _guard = rt.enter();
-    let config = orchestrator::OrchestratorConfig { control_token: token.clone(), ..Default::default() };
+    let token = placing.token;
+    let config = orchestrator::OrchestratorConfig {
+        control_token: token.clone(),
+        autoplace: placing.autoplace,
+        ..Default::default()
+    };
     let orch = orchestrator::Orchestrator::start(directory, config)?;
     for (net, host_api) in hosts {
         host::report::start(

@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
     pub control_token: Option<String>,
+    /// The orchestrator only drains and fails over: it makes no placement moves of its own.
+    #[arg(long)]
+    pub no_autoplace: bool,
     #[command(flatten)]
     pub data: crate::durable_cmd::DataArgs,
 }
@@ -97,8 +100,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let members: Vec<_> = nodes.iter().map(|n| (n.net.clone(), n.api)).collect();
-    let control =
-        crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api, Some(control_token.clone()))?;
+    let placing =
+        crate::cluster::Placing { token: Some(control_token.clone()), autoplace: !args.no_autoplace };
+    let control = crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api, placing)?;
     servers[0].1 = servers[0].1.clone().merge(control);
 
     let regions: Vec<RegionId> =
