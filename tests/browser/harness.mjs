@@ -33,7 +33,8 @@ export async function startTerrane(extraArgs = []) {
   delete env.TERRANE_CONTROL_TOKEN;
   const child = spawn(
     bin,
-    ["run", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--for", "10m", "--objects", "60", ...extraArgs],
+    // --no-autoplace: the tests move regions themselves; the orchestrator only drains and fails over.
+    ["run", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--for", "10m", "--objects", "60", "--no-autoplace", ...extraArgs],
     { stdio: ["ignore", "pipe", "inherit"], env },
   );
   const lines = createInterface({ input: child.stdout });

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Run trivial script events on 1 thread and on --threads threads: throughput, latency,
     /// instantiation and snapshot cost, and the speed-up.
     Scripts(ScriptsArgs),
+    /// The orchestrator on its own: a crowd gathers in one region of a small host and leaves;
+    /// when it was seen busy, moved to the big host, and packed back.
+    Placement(crate::bench_placement::PlacementBenchArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +81,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Snapshot(a) => emit(&snapshot(&a)?, a.json),
         BenchCommand::Migrate(a) => crate::bench_migrate::bench(a),
         BenchCommand::Scripts(a) => emit(&scripts(&a)?, a.json),
+        BenchCommand::Placement(a) => crate::bench_placement::bench(a),
     }
 }
 

@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
     pub control_token: Option<String>,
+    /// The orchestrator only drains and fails over: it makes no placement moves of its own.
+    #[arg(long)]
+    pub no_autoplace: bool,
     #[command(flatten)]
     pub data: crate::durable_cmd::DataArgs,
 }
@@ -77,14 +80,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let durability = args.data.open()?;
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
-    for api in [args.listen, second_api] {
+    for (i, api) in [args.listen, second_api].into_iter().enumerate() {
         // Bind first: a busy port is the most likely failure and should stop us early.
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(api))
             .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
-        let host = host::Host::start(config.clone());
+        let host = host::Host::start(crate::cluster::host_config(&config, i));
         host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();
@@ -100,6 +103,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         servers.push((listener, app));
         nodes.push(Node { net, api });
     }
+
+    let members: Vec<_> = nodes.iter().map(|n| (n.net.clone(), n.api)).collect();
+    let placing =
+        crate::cluster::Placing { token: Some(control_token.clone()), autoplace: !args.no_autoplace };
+    let control = crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api, placing)?;
+    servers[0].1 = servers[0].1.clone().merge(control);
 
     let regions: Vec<RegionId> =
         (0..args.grid).flat_map(|y| (0..args.grid).map(move |x| RegionId::new(x, y))).collect();
