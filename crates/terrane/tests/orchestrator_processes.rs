@@ -229,12 +229,16 @@ fn status_shows_the_cluster_of_terrane_run_and_a_drain_of_an_unknown_host_fails_
         .spawn()
         .unwrap();
     let run = {
-        let mut first = String::new();
-        BufReader::new(run.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let mut out = BufReader::new(run.stdout.take().unwrap());
+        let (mut first, mut second) = (String::new(), String::new());
+        out.read_line(&mut first).unwrap();
+        out.read_line(&mut second).unwrap();
         let api = first.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
-        (Proc(run), format!("http://{api}"))
+        // "… terrane migrate 1,1 --to B --api URL --control-token TOKEN"
+        let token = second.split("--control-token ").nth(1).unwrap().trim().to_string();
+        (Proc(run), format!("http://{api}"), token)
     };
-    let (_run, api) = run;
+    let (_run, api, token) = run;
     let status = || {
         let out = Command::new(env!("CARGO_BIN_EXE_terrane"))
             .args(["status", "--orchestrator", &api, "--json"])
@@ -261,11 +265,18 @@ fn status_shows_the_cluster_of_terrane_run_and_a_drain_of_an_unknown_host_fails_
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("HOST") && table.contains("REGION") && table.contains("1,1"), "{table}");
 
-    let drain = Command::new(env!("CARGO_BIN_EXE_terrane"))
-        .args(["drain", "127.0.0.1:1", "--orchestrator", &api])
-        .output()
-        .unwrap();
-    assert_eq!(drain.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&drain.stderr);
+    let drain = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_terrane"));
+        cmd.args(["drain", "127.0.0.1:1", "--orchestrator", &api]).env_remove("TERRANE_CONTROL_TOKEN");
+        if let Some(t) = token {
+            cmd.args(["--control-token", t]);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = drain(None);
+    assert!(err.contains("401") && err.contains("control token"), "a drain needs the token: {err}");
+    let err = drain(Some(&token));
     assert!(err.contains("no live host named"), "{err}");
 }
