@@ -331,7 +331,10 @@ impl Host {
         };
         let queued_inputs = slot.inputs.lock().len();
         let crossings = slot.border.lock().as_ref().map(|b| b.stats()).unwrap_or_default();
-        let scripts = slot.scripts.lock().stats();
+        let (scripts, stopped_scripts) = {
+            let s = slot.scripts.lock();
+            (s.stats(), s.stopped())
+        };
         let s = slot.stats.lock();
         let (p50, p99) = s.percentiles();
         Ok(RegionStats {
@@ -355,6 +358,7 @@ impl Host {
             script_events_per_s: scripts.events_per_s,
             script_time_ms: scripts.time_ms,
             script_errors: scripts.errors,
+            stopped_scripts,
             crossings,
         })
     }

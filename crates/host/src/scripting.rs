@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 /// host only).
 pub use script::{bench as engine_bench, BenchReport as EngineBenchReport};
 use script::{
-    run_batch, ChatRange, Effect, EngineConfig, Event, GlobalValue, Pose, Script, ScriptEngine, ScriptModule,
+    run_batch, ChatRange, Effect, EngineConfig, ErrorKind, Event, GlobalValue, Pose, Script, ScriptEngine, ScriptModule,
     ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,
 };
 use serde::{Deserialize, Serialize};
-use world::limits::{MAX_SCRIPTS, REGION_SIZE};
+use world::limits::{MAX_SCRIPTS, MAX_SCRIPT_ERRORS_PER_TICK, REGION_SIZE};
 use world::{
     EntityId, Input, ModuleHash, ObjectEffects, Region, RegionId, ScriptEffect, ScriptId, ScriptOutcome,
-    ScriptPass, ScriptRecord, ScriptUpdate, TickOutput, Touch, Vec3,
+    ScriptPass, ScriptRecord, ScriptStopped, ScriptUpdate, TickOutput, Touch, Vec3,
 };
 
 /// How often the epoch ticker moves wasmtime's epoch: the unit of script time budgets.
@@ -33,6 +33,10 @@ pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
 pub const SCRIPT_BUDGET_SHARE: f64 = 0.25;
 /// Ticks over which script events per second and script time are averaged.
 pub const SCRIPT_STATS_WINDOW: usize = 256;
+/// Most stopped scripts a region's statistics list (the count covers them all).
+pub const MAX_LISTED_STOPPED_SCRIPTS: usize = 32;
+/// The error kind of a record that cannot run on this host (module refused, state unreadable).
+pub const CANNOT_RUN: &str = "cannot_run";
 /// Side of the cells of the per-tick sensor grid, in metres.
 const SENSOR_CELL: f32 = 16.0;
 const SENSOR_CELLS: usize = (REGION_SIZE / SENSOR_CELL) as usize;
@@ -193,7 +197,9 @@ pub struct RegionScripts {
     live: Vec<Script>,
     meta: Vec<Meta>,
     /// Records that cannot run here (module refused, state unreadable), with the reason.
-    broken: BTreeMap<ScriptId, String>,
+    broken: BTreeMap<ScriptId, (EntityId, String)>,
+    /// Records found unable to run since the last pass, to be reported by the next one.
+    newly_broken: Vec<ScriptStopped>,
     modules: HashMap<ModuleHash, Arc<ScriptModule>>,
     recent: VecDeque<(Instant, u64, Duration)>,
     events_total: u64,
@@ -202,6 +208,31 @@ pub struct RegionScripts {
 impl std::fmt::Debug for RegionScripts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegionScripts").field("live", &self.live.len()).field("broken", &self.broken).finish()
+    }
+}
+
+/// A script that no longer runs, as the control API lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedScript {
+    /// The script id, as 16 hex digits.
+    pub script: String,
+    pub object: u64,
+    /// `out_of_fuel`, `time_budget`, `stack_overflow`, `memory_growth`, `trap`, `bad_call`,
+    /// `internal`, or `cannot_run` (this host refused its module or state).
+    pub kind: String,
+    pub message: String,
+}
+
+/// The snake_case name of an error kind, as owners and operators see it.
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::OutOfFuel => "out_of_fuel",
+        ErrorKind::TimeBudget => "time_budget",
+        ErrorKind::StackOverflow => "stack_overflow",
+        ErrorKind::MemoryGrowth => "memory_growth",
+        ErrorKind::Trap => "trap",
+        ErrorKind::BadCall => "bad_call",
+        ErrorKind::Internal => "internal",
     }
 }
 
@@ -281,6 +312,26 @@ impl RegionScripts {
         }
     }
 
+    /// The scripts that no longer run (stopped by an error, or unable to run here), at most
+    /// `MAX_LISTED_STOPPED_SCRIPTS`, by id.
+    pub fn stopped(&self) -> Vec<StoppedScript> {
+        let errored = self.live.iter().filter_map(|s| {
+            s.error().map(|e| (s.id().0, s.object(), kind_name(e.kind).to_string(), e.message.clone()))
+        });
+        let broken = self.broken.iter().map(|(id, (object, reason))| (id.0, *object, CANNOT_RUN.into(), reason.clone()));
+        let mut all: Vec<(u64, EntityId, String, String)> = errored.chain(broken).collect();
+        all.sort_unstable_by_key(|s| s.0);
+        all.truncate(MAX_LISTED_STOPPED_SCRIPTS);
+        all.into_iter()
+            .map(|(id, object, kind, message)| StoppedScript {
+                script: format!("{id:016x}"),
+                object: object.0,
+                kind,
+                message,
+            })
+            .collect()
+    }
+
     /// Brings the live instances of a replica being built by an incoming migration in line
     /// with its records: instantiates new scripts, and writes into existing instances the state
     /// of every record changed after generation `since`. Done after each pre-copy round, it
@@ -333,8 +384,8 @@ impl RegionScripts {
         &self.live
     }
 
-    /// Records that cannot run here, with the reason.
-    pub fn broken(&self) -> &BTreeMap<ScriptId, String> {
+    /// Records that cannot run here, with their objects and the reason.
+    pub fn broken(&self) -> &BTreeMap<ScriptId, (EntityId, String)> {
         &self.broken
     }
 
@@ -370,7 +421,16 @@ impl RegionScripts {
                 }
                 Err(reason) => {
                     tracing::warn!(region = %region.id(), script = %record.id, "script cannot run: {reason}");
-                    broken.insert(record.id, reason);
+                    if self.newly_broken.len() < MAX_SCRIPT_ERRORS_PER_TICK {
+                        self.newly_broken.push(ScriptStopped {
+                            script: record.id,
+                            object: record.object,
+                            owner: 0,
+                            kind: CANNOT_RUN.into(),
+                            message: reason.clone(),
+                        });
+                    }
+                    broken.insert(record.id, (record.object, reason));
                 }
             }
         }
@@ -454,8 +514,9 @@ impl ScriptPass for Pass<'_> {
     fn run(&mut self, region: &Region, touches: &[Touch]) -> ScriptOutcome {
         let rs = &mut *self.scripts;
         rs.reconcile(self.host, region);
+        let mut stopped = std::mem::take(&mut rs.newly_broken);
         if rs.live.is_empty() {
-            return ScriptOutcome::default();
+            return ScriptOutcome { stopped, ..ScriptOutcome::default() };
         }
         for t in touches {
             let targets: Vec<usize> = rs.find_object(t.object).collect();
@@ -477,9 +538,24 @@ impl ScriptPass for Pass<'_> {
             }
         }
         let budget = self.host.budget(region.interval_us());
+        // Only a batch stops scripts: those stopped by this one are reported, once.
+        let had_error: Vec<bool> = rs.live.iter().map(|s| s.error().is_some()).collect();
         let batch = run_batch(Some(&self.host.pool), &mut rs.live, &view, budget);
         self.report.events = batch.events;
         self.report.deferred = batch.deferred;
+        for (s, had) in rs.live.iter().zip(had_error) {
+            if let (false, Some(e)) = (had, s.error()) {
+                if stopped.len() < MAX_SCRIPT_ERRORS_PER_TICK {
+                    stopped.push(ScriptStopped {
+                        script: ScriptId(s.id().0),
+                        object: s.object(),
+                        owner: 0,
+                        kind: kind_name(e.kind).into(),
+                        message: e.message.clone(),
+                    });
+                }
+            }
+        }
 
         // Chat and messages stay between scripts: delivered into queues now, run next tick.
         let mut effects = Vec::with_capacity(batch.effects.len());
@@ -562,7 +638,7 @@ impl ScriptPass for Pass<'_> {
                 control: postcard::to_stdvec(&control).expect("serializing to memory cannot fail"),
             });
         }
-        ScriptOutcome { effects, updates }
+        ScriptOutcome { effects, updates, stopped }
     }
 }
 

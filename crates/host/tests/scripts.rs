@@ -12,6 +12,8 @@ use world::{EntityId, Input, ModuleHash, ObjectSpec, Region, RegionId, Terrain, 
 const R: RegionId = RegionId::new(4, 4);
 const TICK_US: u64 = 22_222;
 const ALICE: EntityId = EntityId(0xA11CE);
+/// The agent who owns every scripted object of these tests.
+const OWNER: u64 = 0xADA;
 
 const COUNTER: &str = include_str!("../../script/scripts/counter.wat");
 const GREETER: &str = include_str!("../../script/scripts/greeter.wat");
@@ -46,7 +48,8 @@ fn region_with(modules: &[&str]) -> (Region, Vec<EntityId>) {
     for (k, m) in modules.iter().enumerate() {
         inputs.push(Input::AddModule { bytes: m.as_bytes().to_vec() });
         let pos = Vec3::new(100.0 + 2.0 * k as f32, 100.0, 0.0);
-        inputs.push(Input::CreateObject { tag: k as u64, spec: ObjectSpec { pos, ..Default::default() } });
+        let spec = ObjectSpec { pos, owner: OWNER, ..Default::default() };
+        inputs.push(Input::CreateObject { tag: k as u64, spec });
     }
     let out = r.tick(0, inputs);
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
@@ -176,7 +179,7 @@ fn a_module_importing_an_unknown_function_is_refused_by_name_and_the_region_tick
     let (mut run, objects) = Run::new(&[BAD_IMPORT, COUNTER]);
     run.tick(vec![]);
     run.tick(vec![]);
-    let broken: Vec<&String> = run.scripts.broken().values().collect();
+    let broken: Vec<&String> = run.scripts.broken().values().map(|(_, reason)| reason).collect();
     assert_eq!(broken.len(), 1);
     assert!(broken[0].contains("launch_missiles"), "{}", broken[0]);
     assert_eq!(run.scripts.stats().errors, 1);
@@ -283,4 +286,33 @@ fn a_replica_fed_pre_copy_deltas_takes_over_the_scripts_exactly() {
         target.touch(objects[t % objects.len()]);
         assert_eq!(target.region.state_hash(), source.region.state_hash(), "diverged at tick {t}");
     }
+}
+
+#[test]
+fn a_stopped_script_is_reported_once_in_the_tick_output_with_its_owner() {
+    let (mut run, objects) = Run::new(&[INFINITE_LOOP, COUNTER]);
+    let mut reports: Vec<world::ScriptStopped> = run.tick(vec![]).script_errors;
+    for _ in 0..10 {
+        reports.extend(run.touch(objects[0]).script_errors);
+    }
+    let stopped: Vec<(EntityId, &str)> = reports.iter().map(|s| (s.object, s.kind.as_str())).collect();
+    assert_eq!(stopped, vec![(objects[0], "out_of_fuel")], "{reports:?}");
+    assert_eq!(reports[0].owner, OWNER);
+    assert!(reports[0].message.contains("fuel"), "{}", reports[0].message);
+    let listed: Vec<(u64, String)> = run.scripts.stopped().into_iter().map(|s| (s.object, s.kind)).collect();
+    assert_eq!(listed, vec![(objects[0].0, "out_of_fuel".to_string())]);
+}
+
+#[test]
+fn a_record_that_cannot_run_is_reported_once_with_its_owner() {
+    let (mut run, objects) = Run::new(&[BAD_IMPORT, COUNTER]);
+    let first = run.tick(vec![]);
+    let later: Vec<world::ScriptStopped> = (0..5).flat_map(|_| run.tick(vec![]).script_errors).collect();
+    assert_eq!(first.script_errors.len(), 1, "{:?}", first.script_errors);
+    let s = &first.script_errors[0];
+    assert_eq!((s.object, s.owner, s.kind.as_str()), (objects[0], OWNER, "cannot_run"));
+    assert!(s.message.contains("launch_missiles"), "{}", s.message);
+    assert!(later.is_empty(), "{later:?}");
+    let listed: Vec<(u64, String)> = run.scripts.stopped().into_iter().map(|s| (s.object, s.kind)).collect();
+    assert_eq!(listed, vec![(objects[0].0, "cannot_run".to_string())]);
 }

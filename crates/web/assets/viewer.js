@@ -3,7 +3,7 @@
 // neighbours from above, walks with the keyboard and chats.
 "use strict";
 
-const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 2;
 const REGION_SIZE = 256;
 const TERRAIN_SAMPLES = 256;
 // Between two updates, entities move on with their velocity for at most this long.
