@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 /// host only).
 pub use script::{bench as engine_bench, BenchReport as EngineBenchReport};
 use script::{
-    run_batch, ChatRange, Effect, EngineConfig, ErrorKind, Event, GlobalValue, Pose, Script, ScriptEngine, ScriptModule,
-    ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,
+    run_batch, ChatRange, Effect, EngineConfig, ErrorKind, Event, GlobalValue, Pose, Script, ScriptEngine,
+    ScriptModule, ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,
 };
 use serde::{Deserialize, Serialize};
 use world::limits::{MAX_SCRIPTS, MAX_SCRIPT_ERRORS_PER_TICK, REGION_SIZE};
@@ -318,7 +318,10 @@ impl RegionScripts {
         let errored = self.live.iter().filter_map(|s| {
             s.error().map(|e| (s.id().0, s.object(), kind_name(e.kind).to_string(), e.message.clone()))
         });
-        let broken = self.broken.iter().map(|(id, (object, reason))| (id.0, *object, CANNOT_RUN.into(), reason.clone()));
+        let broken = self
+            .broken
+            .iter()
+            .map(|(id, (object, reason))| (id.0, *object, CANNOT_RUN.into(), reason.clone()));
         let mut all: Vec<(u64, EntityId, String, String)> = errored.chain(broken).collect();
         all.sort_unstable_by_key(|s| s.0);
         all.truncate(MAX_LISTED_STOPPED_SCRIPTS);

@@ -244,7 +244,13 @@ pub fn arb_server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|(from, name, channel, text)| ServerMsg::Chat { from, name, channel, text }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
         (arb_id(), any::<u64>(), arb_region(), "[a-z_]{1,32}", arb_text(100)).prop_map(
-            |(object, script, region, kind, message)| ServerMsg::ScriptError { object, script, region, kind, message }
+            |(object, script, region, kind, message)| ServerMsg::ScriptError {
+                object,
+                script,
+                region,
+                kind,
+                message
+            }
         ),
         (proptest::sample::select(ErrorCode::ALL.to_vec()), arb_text(100))
             .prop_map(|(code, message)| ServerMsg::Error { code, message }),
