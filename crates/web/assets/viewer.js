@@ -121,7 +121,8 @@ function handle(msg) {
     }
   } else if (msg.error) {
     state.lastError = `${msg.error.code}: ${msg.error.message}`;
-    say("error", state.lastError);  } else if (msg.script_error) {
+    say("error", state.lastError);
+  } else if (msg.script_error) {
     // One of our objects' scripts stopped (docs/protocol.md, script_error).
     const e = msg.script_error;
     say("error", `script in object ${e.object} stopped (${e.kind}): ${e.message}`);
