@@ -134,6 +134,12 @@ pub struct Host {
 
 impl Host {
     pub fn start(config: HostConfig) -> Host {
+        Host::start_with_module_cache(config, None)
+    }
+
+    /// Like [`Host::start`], keeping compiled script modules in `module_cache` so that a
+    /// restarted host loads them instead of compiling them again.
+    pub fn start_with_module_cache(config: HostConfig, module_cache: Option<std::path::PathBuf>) -> Host {
         let cores = config.cores.max(1);
         let shared = Arc::new(Shared {
             config,
@@ -146,6 +152,7 @@ impl Host {
             observers: RwLock::new(Vec::new()),
             scripts: scripting::LazyScriptHost::new(scripting::ScriptConfig {
                 threads: cores,
+                module_cache,
                 ..Default::default()
             }),
             grid: RwLock::new(Arc::new(HashSet::new())),

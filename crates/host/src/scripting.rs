@@ -52,6 +52,9 @@ pub struct ScriptConfig {
     pub time_budget: bool,
     /// Most script instances alive on the host (wasmtime pooling slots).
     pub max_scripts: u32,
+    /// Where compiled modules are kept across restarts (`None`: in memory only). Only this
+    /// host may write there: a compiled module is native code, trusted once its checks pass.
+    pub module_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for ScriptConfig {
@@ -60,6 +63,7 @@ impl Default for ScriptConfig {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             time_budget: true,
             max_scripts: MAX_SCRIPTS as u32,
+            module_cache: None,
         }
     }
 }
@@ -89,8 +93,19 @@ impl std::fmt::Debug for ScriptHost {
 
 impl ScriptHost {
     pub fn new(config: ScriptConfig) -> Result<ScriptHost, ScriptHostError> {
-        let engine =
-            ScriptEngine::new(EngineConfig { max_scripts: config.max_scripts, ..Default::default() })?;
+        let engine_config = EngineConfig {
+            max_scripts: config.max_scripts,
+            cache_dir: config.module_cache.clone(),
+            ..Default::default()
+        };
+        let engine = match ScriptEngine::new(engine_config.clone()) {
+            // The cache only saves compile time: without it, scripts still run.
+            Err(e @ script::EngineError::CacheDir { .. }) => {
+                tracing::warn!("{e}; compiled modules will not be kept across restarts");
+                ScriptEngine::new(EngineConfig { cache_dir: None, ..engine_config })?
+            }
+            other => other?,
+        };
         let threads = config.threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -38,7 +38,8 @@ const PINGER: &str = r#"(module
     (call $set_text (i32.const 64) (call $read_event (i32.const 64) (i32.const 64)))))"#;
 
 fn script_host(threads: usize) -> ScriptHost {
-    ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 256 }).unwrap()
+    ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 256, module_cache: None })
+        .unwrap()
 }
 
 /// A flat region with Alice in it and one object per module at 2 m spacing, each running it.
@@ -315,4 +316,25 @@ fn a_record_that_cannot_run_is_reported_once_with_its_owner() {
     assert!(later.is_empty(), "{later:?}");
     let listed: Vec<(u64, String)> = run.scripts.stopped().into_iter().map(|s| (s.object, s.kind)).collect();
     assert_eq!(listed, vec![(objects[0].0, "cannot_run".to_string())]);
+}
+
+#[test]
+fn a_restarted_script_host_loads_its_regions_modules_from_the_cache_directory() {
+    let dir = std::env::temp_dir().join(format!("terrane-host-module-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config =
+        ScriptConfig { threads: 1, time_budget: false, max_scripts: 64, module_cache: Some(dir.clone()) };
+    let (region, objects) = region_with(&[COUNTER, GREETER, COUNTER]);
+    // (compiled, loaded from disk) by the first host, then by a restarted one.
+    for expected in [(2, 0), (0, 2)] {
+        let host = ScriptHost::new(config.clone()).unwrap();
+        let mut run = Run { host, region: region.clone(), scripts: RegionScripts::default() };
+        run.tick(vec![]);
+        run.touch(objects[0]);
+        assert_eq!(run.error_of(objects[0]), None);
+        assert!(run.counter_events(objects[0]) >= 2, "the counter ran");
+        let s = run.host.engine().cache_stats();
+        assert_eq!((s.compiled, s.loaded), expected, "{s:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -139,7 +139,8 @@ mod tests {
     const WALKER: EntityId = EntityId(0xA000_0001);
 
     fn script_host(threads: usize) -> ScriptHost {
-        ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 2_000 }).unwrap()
+        ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 2_000, module_cache: None })
+            .unwrap()
     }
 
     /// The inputs of tick `t`: the life at tick 0, an avatar who walks in circles through the

@@ -80,6 +80,10 @@ struct HostArgs {
     /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
     control_token: Option<String>,
+    /// Directory where compiled script modules are kept, so a restart does not compile them
+    /// again (default: none, compile at every start). Only this host may write there.
+    #[arg(long, value_name = "DIR")]
+    module_cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -183,7 +187,7 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         let link = tokio::net::TcpListener::bind(args.link)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for links on {}: {e}", args.link))?;
-        let host = host::Host::start(config);
+        let host = host::Host::start_with_module_cache(config, args.module_cache.clone());
         let net = host::net::Net::start(host.clone(), link, directory);
         for r in &args.regions {
             net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;

@@ -47,6 +47,13 @@ pub struct RunArgs {
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
     pub control_token: Option<String>,
+    /// Directory where compiled script modules are kept, so a restart does not compile the
+    /// world's scripts again (shared by both hosts).
+    #[arg(long, value_name = "DIR", default_value = "terrane-data/modules")]
+    pub module_cache: std::path::PathBuf,
+    /// Compile script modules at every start; keep nothing on disk.
+    #[arg(long, conflicts_with = "module_cache")]
+    pub no_module_cache: bool,
 }
 
 /// One host of the embedded grid.
@@ -76,7 +83,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
-        let host = host::Host::start(config.clone());
+        let cache = (!args.no_module_cache).then(|| args.module_cache.clone());
+        let host = host::Host::start_with_module_cache(config.clone(), cache);
         let net = {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
