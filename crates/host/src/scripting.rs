@@ -154,6 +154,55 @@ impl Drop for ScriptHost {
     }
 }
 
+/// What compiling modules costs against loading them from the disk cache (for
+/// `terrane bench scripts`).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ModuleCacheBench {
+    pub modules: usize,
+    /// Loading every module into a fresh engine without a cache: check, rewrite, compile.
+    pub compile_ms: f64,
+    /// The same into a fresh engine whose cache directory holds them: check, rewrite, load.
+    pub load_ms: f64,
+    /// Bytes of compiled modules on disk.
+    pub cache_bytes: u64,
+}
+
+/// Measures [`ModuleCacheBench`] with a cache in `dir` (emptied first and removed after).
+pub fn module_cache_bench(sources: &[&[u8]], dir: &std::path::Path) -> Result<ModuleCacheBench, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = |cache: bool| {
+        let cache_dir = cache.then(|| dir.to_path_buf());
+        ScriptEngine::new(EngineConfig { max_scripts: 8, cache_dir, ..Default::default() })
+            .map_err(|e| e.to_string())
+    };
+    let load_all = |e: &ScriptEngine| -> Result<f64, String> {
+        let t = Instant::now();
+        for src in sources {
+            e.load(src).map_err(|e| e.to_string())?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let compile_ms = load_all(&engine(false)?)?;
+    let filler = engine(true)?;
+    load_all(&filler)?;
+    let cache_bytes = sources
+        .iter()
+        .filter_map(|src| filler.load(src).ok())
+        .filter_map(|m| filler.cache_file(&m))
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    drop(filler);
+    let restarted = engine(true)?;
+    let load_ms = load_all(&restarted)?;
+    let stats = restarted.cache_stats();
+    let _ = std::fs::remove_dir_all(dir);
+    if stats.loaded != sources.len() as u64 || stats.compiled != 0 {
+        return Err(format!("the restarted engine did not load every module from disk: {stats:?}"));
+    }
+    Ok(ModuleCacheBench { modules: sources.len(), compile_ms, load_ms, cache_bytes })
+}
+
 /// A `ScriptHost` made on first use, so hosts whose regions have no scripts never build an
 /// engine (its pooling allocator reserves address space for every slot).
 #[derive(Default)]

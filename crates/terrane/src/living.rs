@@ -13,6 +13,14 @@ pub const PLANT_WAT: &str = include_str!("../world/plant.wat");
 pub const WORKER_WAT: &str = include_str!("../world/worker.wat");
 pub const VEHICLE_WAT: &str = include_str!("../world/vehicle.wat");
 pub const FERRY_WAT: &str = include_str!("../world/ferry.wat");
+/// Every module of the living world.
+pub const MODULES: [&[u8]; 5] = [
+    GRAZER_WAT.as_bytes(),
+    PLANT_WAT.as_bytes(),
+    WORKER_WAT.as_bytes(),
+    VEHICLE_WAT.as_bytes(),
+    FERRY_WAT.as_bytes(),
+];
 
 /// How much life one region gets.
 #[derive(Clone, Copy, Debug)]
