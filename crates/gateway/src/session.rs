@@ -444,9 +444,14 @@ impl<'a> Session<'a> {
                     .complain(ErrorCode::UnknownObject, format!("no object {} within reach", object.0));
             }
             ClientMsg::Sit { object } => Input::Sit { avatar: agent, object },
-            // Regions have no touch input yet (scripts will receive it): an object within
-            // reach accepts the touch and nothing follows.
-            ClientMsg::Touch { .. } => return Ok(()),
+            // The object's scripts get a `touch` event; it must be in the avatar's region.
+            ClientMsg::Touch { object } if self.view.region_of(object) != Some(home) => {
+                return self.complain(
+                    ErrorCode::UnknownObject,
+                    format!("object {} is in another region; walk over to touch it", object.0),
+                );
+            }
+            ClientMsg::Touch { object } => Input::Touch { avatar: agent, object },
         };
         if let Err(e) = self.shared.feeds.send_input(home, input).await {
             tracing::debug!(agent = agent.0, %home, "input dropped: {e}");

@@ -60,6 +60,11 @@ impl View {
         self.known.contains_key(&id)
     }
 
+    /// The region whose frame the client holds an entity in.
+    pub fn region_of(&self, id: EntityId) -> Option<RegionId> {
+        self.known.get(&id).copied()
+    }
+
     pub fn known_count(&self) -> usize {
         self.known.len()
     }

@@ -40,7 +40,9 @@ impl IntoResponse for HostError {
         let status = match self {
             HostError::UnknownRegion(_) => StatusCode::NOT_FOUND,
             HostError::AlreadyLoaded(_) => StatusCode::CONFLICT,
-            HostError::QueueFull(_) | HostError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::QueueFull(_) | HostError::Full | HostError::Moving(_) | HostError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         fail(status, self)
     }
@@ -136,6 +138,7 @@ fn routes() -> Router<ApiState> {
         .route("/regions/{region}/migrate", axum::routing::post(migrate))
         .route("/regions/{region}/snapshot", get(snapshot))
         .route("/regions/{region}/restore", axum::routing::post(restore))
+        .route("/regions/{region}/changes", axum::routing::post(change))
         .route("/migrations", get(migrations))
         .route("/migrations/{id}", get(migration))
 }
@@ -348,5 +351,23 @@ async fn unload(State(s): State<ApiState>, Path(region): Path<String>) -> Respon
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /regions/X,Y/changes` with a JSON input: answers once the change is durable.
+async fn change(
+    State(s): State<ApiState>,
+    Path(region): Path<String>,
+    Json(input): Json<world::Input>,
+) -> Response {
+    let id = match parse_region(&region) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match crate::durable::http_change(s.host.clone(), id, input).await {
+        Ok(acked) => Json(acked).into_response(),
+        Err((status, msg)) => {
+            fail(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), msg)
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod border;
+pub mod durable;
 pub mod metrics;
 pub mod net;
 mod net_border;
@@ -40,6 +41,10 @@ pub enum HostError {
     QueueFull(RegionId),
     #[error("this host already runs MAX_REGIONS_PER_HOST regions")]
     Full,
+    #[error("region {0} is moving to another host; send the change again in a moment")]
+    Moving(RegionId),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +88,8 @@ pub(crate) struct RegionSlot {
     scripts: Mutex<scripting::RegionScripts>,
     /// Its border crossings (set up at its first tick here; locked inside `region`).
     border: Mutex<Option<border::Border>>,
+    /// Durable inputs waiting for their acknowledgement.
+    acks: Mutex<durable::AckQueue>,
 }
 
 struct RegionMetrics {
@@ -123,6 +130,7 @@ struct Shared {
     grid: RwLock<Arc<HashSet<RegionId>>>,
     /// Where crossing messages for other hosts' regions go (installed by the network layer).
     crossing_tx: RwLock<Option<border::CrossingSender>>,
+    durable: std::sync::OnceLock<Arc<durable::Durability>>,
 }
 
 /// A running host. Cloning shares it; [`Host::shutdown`] stops its workers.
@@ -157,6 +165,7 @@ impl Host {
             }),
             grid: RwLock::new(Arc::new(HashSet::new())),
             crossing_tx: RwLock::new(None),
+            durable: std::sync::OnceLock::new(),
         });
         let workers = (0..cores)
             .map(|i| {
@@ -182,7 +191,7 @@ impl Host {
 
     /// Loads a new region with generated terrain (the host's seed unless given).
     pub fn load_new(&self, id: RegionId, seed: Option<u32>) -> Result<(), HostError> {
-        self.load(Region::new(id, seed.unwrap_or(self.shared.config.seed)))
+        self.load(self.new_or_recovered(id, seed.unwrap_or(self.shared.config.seed))?)
     }
 
     /// Starts ticking a region; its simulated clock continues from its last tick.
@@ -230,6 +239,7 @@ impl Host {
             metrics: RegionMetrics::new(id),
             scripts: Mutex::new(scripts.unwrap_or_default()),
             border: Mutex::new(None),
+            acks: Mutex::new(durable::AckQueue::default()),
         };
         *slot.first_tick.lock() = hook;
         regions.insert(id, Arc::new(slot));
@@ -252,6 +262,10 @@ impl Host {
         let _migration = slot.migration.lock();
         let region = slot.region.lock().clone();
         let inputs: Vec<Input> = slot.inputs.lock().drain(..).collect();
+        slot.acks.lock().fail_all();
+        if let Some(d) = self.shared.durable.get() {
+            d.checkpoint_soon(id);
+        }
         slot.metrics.entities.set(0.0);
         slot.metrics.avatars.set(0.0);
         tracing::info!(region = %id, "region unloaded");
@@ -460,6 +474,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         let n = q.len().min(MAX_INPUTS_PER_TICK - border::MAX_BORDER_INPUTS_PER_TICK);
         q.drain(..n).collect()
     };
+    let (n_inputs, first_pos) = (inputs.len(), slot.acks.lock().take(inputs.len()));
     let started = Instant::now();
     let now = shared.epoch.elapsed().as_micros() as u64;
     let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
@@ -468,6 +483,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         // Frozen for a migration: no tick, and the inputs wait for whoever ticks next.
         drop(migration);
         let mut q = slot.inputs.lock();
+        slot.acks.lock().untake(n_inputs);
         for input in inputs.into_iter().rev() {
             q.push_front(input);
         }
@@ -497,6 +513,10 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     // The tick is done: this is the "last tick" a freeze is measured from.
     let unix = unix_us();
     slot.last_tick_unix.store(unix, Ordering::SeqCst);
+    match shared.durable.get() {
+        Some(d) => d.after_tick(slot, &region, &out, first_pos, n_inputs),
+        None => durable::after_tick_without_store(slot, &out, first_pos, n_inputs),
+    }
     if let Some(m) = migration.as_mut() {
         // Right after a tick is the one moment a freeze costs nothing extra: the next round
         // (or the final one) is cut here, on the tick thread.

@@ -425,16 +425,28 @@ impl RegionScripts {
                     continue;
                 }
             };
-            let state = ScriptState {
+            // Only the chunks the record changed after `since` (the instance holds the rest
+            // already): a few KiB per script instead of its whole memory.
+            let delta = script::ScriptDelta {
                 id: script.id(),
-                object: record.object,
                 module: script.module().hash(),
+                base_version: script.version(),
                 version: control.version,
-                memory: record.memory(),
+                chunks: record
+                    .chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.gen > since)
+                    .map(|(index, c)| {
+                        let mut bytes = vec![0; world::limits::SCRIPT_CHUNK_BYTES];
+                        c.copy_to(&mut bytes);
+                        script::MemoryChunk { index: index as u8, bytes }
+                    })
+                    .collect(),
                 globals: control.globals,
                 vars: control.vars,
             };
-            match script.apply_state(&state) {
+            match script.apply_delta(&delta) {
                 Ok(()) => self.meta[i] = Meta { synced: Some(control.version), dirty: false },
                 Err(_) => stale.push(i),
             }

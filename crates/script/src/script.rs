@@ -112,6 +112,27 @@ impl ChunkTracker {
         ChunkTracker { hashes: None, stamps: [0; CHUNKS], at_version: 0 }
     }
 
+    /// Memory just written whole at `version`: every chunk counts as changed then (a delta
+    /// since an older version carries it), none since.
+    fn written(memory: &[u8], version: u64) -> ChunkTracker {
+        ChunkTracker { hashes: Some(hash_chunks(memory)), stamps: [version; CHUNKS], at_version: version }
+    }
+
+    /// Chunks written at `version` over memory the tracker was in step with at `from`; the
+    /// others kept their content. Unknown again if the tracker was not in step.
+    fn patched(&mut self, from: u64, version: u64, chunks: &[MemoryChunk]) {
+        match &mut self.hashes {
+            Some(hashes) if self.at_version == from => {
+                for c in chunks {
+                    hashes[c.index as usize] = xxhash_rust::xxh3::xxh3_64(&c.bytes);
+                    self.stamps[c.index as usize] = version;
+                }
+                self.at_version = version;
+            }
+            _ => *self = ChunkTracker::unknown(),
+        }
+    }
+
     fn refresh(&mut self, memory: &[u8], version: u64) {
         match &mut self.hashes {
             Some(_) if self.at_version == version => {}
@@ -548,7 +569,9 @@ impl Script {
         st.object = state.object;
         st.vars.clone_from(&state.vars);
         self.version = state.version;
-        self.chunks = ChunkTracker::unknown();
+        // Known content: the first delta taken after this carries only what changes later
+        // (not all 16 chunks), which keeps a migrated region's first tick cheap.
+        self.chunks = ChunkTracker::written(&state.memory, state.version);
         self.effects.clear();
         Ok(())
     }
@@ -576,8 +599,9 @@ impl Script {
             memory[at..at + CHUNK_BYTES].copy_from_slice(&c.bytes);
         }
         self.store.data_mut().vars.clone_from(&delta.vars);
+        let from = self.version;
         self.version = delta.version;
-        self.chunks = ChunkTracker::unknown();
+        self.chunks.patched(from, delta.version, &delta.chunks);
         self.effects.clear();
         Ok(())
     }

@@ -33,16 +33,19 @@ fn is_wanderer(id: EntityId) -> bool {
 }
 
 impl Population {
+    /// Populates `regions` (unless `populate` is false: a kept world has its things already)
+    /// and steers the wanderers and throws balls in them from then on.
     pub fn start(
         hosts: Vec<host::Host>,
         regions: &[RegionId],
+        populate: bool,
         avatars: usize,
         objects: usize,
         seed: u32,
     ) -> Population {
         let grid = Grid(hosts);
         let mut rng = SmallRng::seed_from_u64(u64::from(seed));
-        for &r in regions {
+        for &r in regions.iter().filter(|_| populate) {
             for k in 0..avatars {
                 let pos = Vec3::new(rng.random_range(20.0..236.0), rng.random_range(20.0..236.0), 0.0);
                 grid.send(

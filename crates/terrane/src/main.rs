@@ -4,6 +4,7 @@ mod bench;
 mod bench_migrate;
 mod cluster_view;
 mod demo;
+mod durable_cmd;
 mod living;
 mod migrate_cmd;
 mod run;
@@ -80,10 +81,13 @@ struct HostArgs {
     /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
     control_token: Option<String>,
-    /// Directory where compiled script modules are kept, so a restart does not compile them
-    /// again (default: none, compile at every start). Only this host may write there.
+    /// Keep the regions durable in this directory (checkpoints and write-ahead log); regions
+    /// stored there are recovered when loaded.
     #[arg(long, value_name = "DIR")]
-    module_cache: Option<std::path::PathBuf>,
+    data: Option<std::path::PathBuf>,
+    /// Keep the regions durable in PostgreSQL (postgres://user@host:port/db).
+    #[arg(long, env = "TERRANE_STORE", value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -187,7 +191,14 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         let link = tokio::net::TcpListener::bind(args.link)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for links on {}: {e}", args.link))?;
-        let host = host::Host::start_with_module_cache(config, args.module_cache.clone());
+        // Compiled script modules are kept with the data, so a restart does not compile them again.
+        let module_cache = args.data.as_ref().map(|d| d.join("modules"));
+        let host = host::Host::start_with_module_cache(config, module_cache);
+        if args.data.is_some() || args.store.is_some() {
+            host.set_durability(
+                durable_cmd::DataArgs::for_host(args.data.clone(), args.store.clone()).open()?,
+            );
+        }
         let net = host::net::Net::start(host.clone(), link, directory);
         for r in &args.regions {
             net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;

@@ -47,13 +47,8 @@ pub struct RunArgs {
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
     pub control_token: Option<String>,
-    /// Directory where compiled script modules are kept, so a restart does not compile the
-    /// world's scripts again (shared by both hosts).
-    #[arg(long, value_name = "DIR", default_value = "terrane-data/modules")]
-    pub module_cache: std::path::PathBuf,
-    /// Compile script modules at every start; keep nothing on disk.
-    #[arg(long, conflicts_with = "module_cache")]
-    pub no_module_cache: bool,
+    #[command(flatten)]
+    pub data: crate::durable_cmd::DataArgs,
 }
 
 /// One host of the embedded grid.
@@ -74,6 +69,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Changes through the control APIs (and the dashboard's buttons) need this token.
     let control_token = args.control_token.clone().unwrap_or_else(crate::new_control_token);
+    let durability = args.data.open()?;
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for api in [args.listen, second_api] {
@@ -83,8 +79,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
-        let cache = (!args.no_module_cache).then(|| args.module_cache.clone());
-        let host = host::Host::start_with_module_cache(config.clone(), cache);
+        // Compiled script modules are kept with the data, so a restart does not compile them again.
+        let module_cache = Some(args.data.data.join("modules"));
+        let host = host::Host::start_with_module_cache(config.clone(), module_cache);
+        host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();
             Net::start(host.clone(), link, directory.clone())
@@ -117,7 +115,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::Ok(gateway::Gateway::start_with_routes(config, directory.clone(), listener, pages).await?)
     })?;
     let guest = gateway.guest_token("Guest")?;
-    let population = Population::start(hosts.clone(), &regions, args.avatars, args.objects, args.seed);
+    // A kept world already has its people's things: only a new one is populated.
+    let kept = durability.recovered_regions();
+    if !kept.is_empty() {
+        eprintln!(
+            "terrane: world kept in {}: {} regions recovered (--fresh starts anew)",
+            args.data.data.display(),
+            kept.len()
+        );
+    }
+    let population =
+        Population::start(hosts.clone(), &regions, kept.is_empty(), args.avatars, args.objects, args.seed);
     println!(
         "terrane: {} regions on 2 hosts; control APIs http://{} and http://{} (metrics at /metrics); {}",
         regions.len(),

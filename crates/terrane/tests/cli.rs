@@ -22,6 +22,8 @@ fn http_get(addr: &str, path: &str) -> String {
 fn run_for_a_while_shows_nine_regions_ticking_serves_metrics_and_exits_cleanly() {
     let mut child = terrane()
         .args(["run", "--for", "3s", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0"])
+        .args(["--fresh", "--data"])
+        .arg(std::env::temp_dir().join(format!("terrane-cli-run-{}", std::process::id())))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -87,6 +89,12 @@ fn migrate_moves_a_region_of_a_running_grid_to_the_other_host() {
     let mut child = terrane()
         .args([
             "run",
+            "--fresh",
+            "--data",
+            &std::env::temp_dir()
+                .join(format!("terrane-cli-migrate-{}", std::process::id()))
+                .display()
+                .to_string(),
             "--for",
             "20s",
             "--listen",

@@ -249,4 +249,8 @@ pub struct TickOutput {
     /// Roots that reached an open edge this tick and are now held there, with the neighbour
     /// they are leaving for (see [`crate::border`]).
     pub leaving: Vec<(EntityId, crate::RegionId)>,
+    /// The changes this tick's inputs made on purpose, to log before acknowledging them
+    /// (see `durable`). Stays with the host: never sent to subscribers.
+    #[serde(skip)]
+    pub durable: Option<crate::codec::Delta>,
 }

@@ -240,14 +240,17 @@ impl Region {
 
         let mut touches = Vec::new();
         self.arrivals.clear();
+        let mut durable = crate::durable::Touched::default();
         for (index, input) in inputs.into_iter().enumerate() {
+            let intent = crate::durable::Intent::of(&input);
             let result = if index >= MAX_INPUTS_PER_TICK {
                 Err(InputError::TooManyInputs)
             } else {
                 self.apply_input(input, &mut stamp, &mut out, &mut touches)
             };
-            if let Err(error) = result {
-                out.rejected.push(Rejected { index, error });
+            match result {
+                Ok(()) => durable.applied(intent, &out),
+                Err(error) => out.rejected.push(Rejected { index, error }),
             }
         }
         self.drop_orphan_scripts(&out.removed);
@@ -273,6 +276,7 @@ impl Region {
             });
         }
         out.interval_us = self.interval_us();
+        out.durable = durable.record(self);
         out
     }
 
