@@ -15,7 +15,7 @@ use link::{LinkMsg, LinkTx, Role};
 use parking_lot::{Mutex, RwLock};
 use proto::{RegionInfo, ServerMsg};
 use tokio::sync::mpsc;
-use world::{Entity, EntityChange, EntityId, Input, RegionId, Terrain, TickOutput, Vec3};
+use world::{Entity, EntityChange, EntityId, Input, RegionId, ScriptStopped, Terrain, TickOutput, Vec3};
 
 use crate::limits::*;
 
@@ -26,6 +26,8 @@ pub(crate) enum SessionEvent {
     Tick { region: RegionId, output: Arc<TickOutput> },
     /// Chat heard by the session's avatar.
     Chat(ServerMsg),
+    /// A message for this session alone (a script of its agent's stopped), sent as is.
+    Notice(ServerMsg),
 }
 
 /// A session's mailbox as feeds see it.
@@ -126,7 +128,12 @@ pub(crate) struct FeedCounters {
     pub resubscribes: AtomicU64,
     pub inputs_forwarded: AtomicU64,
     pub inputs_dropped: AtomicU64,
+    /// Script errors told to their owners' sessions.
+    pub script_errors_delivered: AtomicU64,
 }
+
+/// Where sessions are, by agent id: feeds tell owners of scripts that stopped.
+pub(crate) type Owners = Arc<Mutex<HashMap<EntityId, crate::Presence>>>;
 
 pub(crate) struct Feeds {
     me: Weak<Feeds>,
@@ -140,11 +147,12 @@ pub(crate) struct Feeds {
     connecting: tokio::sync::Mutex<()>,
     absent: Mutex<HashMap<RegionId, Instant>>,
     terrain: Mutex<HashMap<RegionId, Arc<RegionInfo>>>,
+    owners: Owners,
     pub counters: FeedCounters,
 }
 
 impl Feeds {
-    pub fn new(directory: Arc<dyn Directory>, name: String, world_seed: u32) -> Arc<Feeds> {
+    pub fn new(directory: Arc<dyn Directory>, name: String, world_seed: u32, owners: Owners) -> Arc<Feeds> {
         Arc::new_cyclic(|me| Feeds {
             me: me.clone(),
             directory,
@@ -155,6 +163,7 @@ impl Feeds {
             connecting: tokio::sync::Mutex::new(()),
             absent: Mutex::new(HashMap::new()),
             terrain: Mutex::new(HashMap::new()),
+            owners,
             counters: FeedCounters::default(),
         })
     }
@@ -400,7 +409,7 @@ impl Feeds {
         Ok(tx)
     }
 
-    fn on_update(&self, host: &str, region: RegionId, output: TickOutput) {
+    fn on_update(&self, host: &str, region: RegionId, mut output: TickOutput) {
         self.counters.updates_in.fetch_add(1, Ordering::Relaxed);
         let mut feeds = self.feeds.lock();
         let Some(feed) = feeds.get_mut(&region) else { return };
@@ -418,8 +427,32 @@ impl Feeds {
         }
         feed.last_update = Some(Instant::now());
         feed.lost = false;
+        let stopped = std::mem::take(&mut output.script_errors);
         let output = Arc::new(output);
         feed.watchers.retain(|w| w.post(SessionEvent::Tick { region, output: output.clone() }));
+        drop(feeds);
+        if !stopped.is_empty() {
+            self.tell_owners(region, stopped);
+        }
+    }
+
+    /// Tells the owners of scripts that stopped, if they have a session here (watching the
+    /// region or not). The region reports each stop once, so each owner hears of it once.
+    fn tell_owners(&self, region: RegionId, stopped: Vec<ScriptStopped>) {
+        let owners = self.owners.lock();
+        for s in stopped {
+            let Some(p) = owners.get(&EntityId(s.owner)).filter(|_| s.owner != 0) else { continue };
+            let msg = ServerMsg::ScriptError {
+                object: s.object,
+                script: s.script.0,
+                region,
+                kind: s.kind,
+                message: s.message,
+            };
+            if p.mailbox.post(SessionEvent::Notice(msg)) {
+                self.counters.script_errors_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     async fn on_not_here(&self, host: &str, region: RegionId, owner: Option<String>) {

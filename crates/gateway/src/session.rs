@@ -482,7 +482,7 @@ impl<'a> Session<'a> {
 
     fn on_event(&mut self, event: SessionEvent) -> Result<(), End> {
         match event {
-            SessionEvent::Chat(msg) => self.send(&msg),
+            SessionEvent::Chat(msg) | SessionEvent::Notice(msg) => self.send(&msg),
             SessionEvent::Tick { region, output } => {
                 let Some(mirror) = self.mirrors.get(&region).cloned() else { return Ok(()) };
                 let budget = self.bandwidth.available();

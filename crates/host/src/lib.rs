@@ -143,6 +143,12 @@ pub struct Host {
 
 impl Host {
     pub fn start(config: HostConfig) -> Host {
+        Host::start_with_module_cache(config, None)
+    }
+
+    /// Like [`Host::start`], keeping compiled script modules in `module_cache` so that a
+    /// restarted host loads them instead of compiling them again.
+    pub fn start_with_module_cache(config: HostConfig, module_cache: Option<std::path::PathBuf>) -> Host {
         let cores = config.cores.max(1);
         let shared = Arc::new(Shared {
             config,
@@ -155,6 +161,7 @@ impl Host {
             observers: RwLock::new(Vec::new()),
             scripts: scripting::LazyScriptHost::new(scripting::ScriptConfig {
                 threads: cores,
+                module_cache,
                 ..Default::default()
             }),
             grid: RwLock::new(Arc::new(HashSet::new())),
@@ -346,7 +353,10 @@ impl Host {
         };
         let queued_inputs = slot.inputs.lock().len();
         let crossings = slot.border.lock().as_ref().map(|b| b.stats()).unwrap_or_default();
-        let scripts = slot.scripts.lock().stats();
+        let (scripts, stopped_scripts) = {
+            let s = slot.scripts.lock();
+            (s.stats(), s.stopped())
+        };
         let s = slot.stats.lock();
         let (p50, p99) = s.percentiles();
         Ok(RegionStats {
@@ -370,6 +380,7 @@ impl Host {
             script_events_per_s: scripts.events_per_s,
             script_time_ms: scripts.time_ms,
             script_errors: scripts.errors,
+            stopped_scripts,
             crossings,
         })
     }

@@ -28,4 +28,4 @@ pub use token::{Token, TokenError};
 /// The protocol version spoken by this build. Client and gateway must agree exactly: the hello
 /// carries the client's, the welcome echoes the gateway's, and a mismatch ends the session
 /// with [`ErrorCode::VersionMismatch`]. Bump it on any change to a message's shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -15,6 +15,9 @@ pub const MAX_CHAT_BYTES: usize = 1024;
 pub const MAX_TOKEN_BYTES: usize = 1024;
 /// Longest error message the gateway sends, in bytes.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// Longest error kind and message in a `script_error`, in bytes: the region's own limits.
+pub const MAX_SCRIPT_ERROR_KIND_BYTES: usize = world::limits::MAX_SCRIPT_ERROR_KIND_BYTES;
+pub const MAX_SCRIPT_ERROR_MESSAGE_BYTES: usize = world::limits::MAX_SCRIPT_ERROR_MESSAGE_BYTES;
 /// Longest display name (avatar or object), in bytes: the region's own limit.
 pub const MAX_NAME_BYTES: usize = world::limits::MAX_NAME_BYTES;
 /// Longest floating text over an entity, in bytes: the region's own limit.

@@ -181,6 +181,23 @@ pub enum ServerMsg {
     Pong {
         nonce: u64,
     },
+    /// A script in an object this session's agent owns stopped with an error (or cannot run
+    /// where its region is). Sent once, when it stops, wherever the avatar is.
+    ScriptError {
+        /// The object the script lives in.
+        #[serde(with = "wire::id")]
+        object: EntityId,
+        /// The script's id.
+        #[serde(with = "wire::u64_id")]
+        script: u64,
+        /// The region the object is in.
+        region: RegionId,
+        /// What stopped it: `out_of_fuel`, `time_budget`, `stack_overflow`, `memory_growth`,
+        /// `trap`, `bad_call`, `internal` or `cannot_run` (docs/scripting.md).
+        kind: String,
+        /// What happened, for people.
+        message: String,
+    },
 }
 
 impl ServerMsg {
@@ -193,6 +210,7 @@ impl ServerMsg {
             ServerMsg::Update(_) => "update",
             ServerMsg::Chat { .. } => "chat",
             ServerMsg::Pong { .. } => "pong",
+            ServerMsg::ScriptError { .. } => "script_error",
         }
     }
 
@@ -263,6 +281,22 @@ impl ServerMsg {
                 validate_chat_text(text)
             }
             ServerMsg::Pong { .. } => Ok(()),
+            ServerMsg::ScriptError { kind, message, .. } => {
+                if kind.is_empty()
+                    || kind.len() > MAX_SCRIPT_ERROR_KIND_BYTES
+                    || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    return Err(invalid(format!(
+                        "script error kind {kind:?} is not snake_case of 1..={MAX_SCRIPT_ERROR_KIND_BYTES} bytes"
+                    )));
+                }
+                if message.len() > MAX_SCRIPT_ERROR_MESSAGE_BYTES {
+                    return Err(invalid(format!(
+                        "script error message longer than {MAX_SCRIPT_ERROR_MESSAGE_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }

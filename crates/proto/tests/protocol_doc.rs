@@ -139,6 +139,16 @@ fn session() -> Vec<(bool, String)> {
     ]
 }
 
+fn script_error_example() -> ServerMsg {
+    ServerMsg::ScriptError {
+        object: BENCH,
+        script: BENCH.0 + 2,
+        region: REGION,
+        kind: "out_of_fuel".into(),
+        message: "the event used all its fuel (FUEL_PER_EVENT): a runaway loop?".into(),
+    }
+}
+
 /// Examples shown outside the session.
 fn other_examples() -> Vec<String> {
     vec![
@@ -152,7 +162,11 @@ fn other_examples() -> Vec<String> {
             fly: false,
             run: true,
         })),
-        json_server(&ServerMsg::error(&ProtoError::VersionMismatch { client: 2, server: PROTOCOL_VERSION })),
+        json_server(&ServerMsg::error(&ProtoError::VersionMismatch {
+            client: PROTOCOL_VERSION + 1,
+            server: PROTOCOL_VERSION,
+        })),
+        json_server(&script_error_example()),
         json_server(&ServerMsg::Error {
             code: ErrorCode::UnknownObject,
             message: "no object 42 within reach".into(),
@@ -246,6 +260,8 @@ fn the_document_lists_every_limit_with_its_value() {
         ("MAX_CHAT_BYTES", MAX_CHAT_BYTES.to_string()),
         ("MAX_TOKEN_BYTES", MAX_TOKEN_BYTES.to_string()),
         ("MAX_ERROR_MESSAGE_BYTES", MAX_ERROR_MESSAGE_BYTES.to_string()),
+        ("MAX_SCRIPT_ERROR_KIND_BYTES", MAX_SCRIPT_ERROR_KIND_BYTES.to_string()),
+        ("MAX_SCRIPT_ERROR_MESSAGE_BYTES", MAX_SCRIPT_ERROR_MESSAGE_BYTES.to_string()),
         ("MAX_NAME_BYTES", MAX_NAME_BYTES.to_string()),
         ("MAX_TEXT_BYTES", MAX_TEXT_BYTES.to_string()),
         ("MAX_CLIENT_CHANNEL", MAX_CLIENT_CHANNEL.to_string()),
@@ -306,6 +322,7 @@ fn the_documented_variant_indices_are_the_real_ones() {
         ServerMsg::Update(Update { region: REGION, tick: 0, seq: 1, changes: vec![], removed: vec![] }),
         ServerMsg::Chat { from: ADA, name: String::new(), channel: 0, text: String::new() },
         ServerMsg::Pong { nonce: 0 },
+        script_error_example(),
     ];
     let row: Vec<String> = server
         .iter()

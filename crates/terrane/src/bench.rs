@@ -327,6 +327,12 @@ struct ScriptsReport {
     instantiate_us: f64,
     snapshot_us_per_script: f64,
     compile_ms: f64,
+    /// The default world's modules (crates/terrane/world/*.wat): loading them all into a fresh
+    /// engine by compiling, and by loading them from the disk cache, as a restarted host does.
+    world_modules: usize,
+    module_compile_ms: f64,
+    module_load_ms: f64,
+    module_cache_bytes: u64,
 }
 
 fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
@@ -341,6 +347,9 @@ fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
     );
     let one = host::scripting::engine_bench(a.scripts, 1, a.events)?;
     let many = host::scripting::engine_bench(a.scripts, a.threads, a.events)?;
+    let dir = std::env::temp_dir().join(format!("terrane-bench-module-cache-{}", std::process::id()));
+    let cache = host::scripting::module_cache_bench(&crate::living::MODULES, &dir)
+        .map_err(|e| anyhow::anyhow!("module cache benchmark: {e}"))?;
     Ok(ScriptsReport {
         scripts: a.scripts,
         threads: a.threads,
@@ -353,6 +362,10 @@ fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
         instantiate_us: many.instantiate_us,
         snapshot_us_per_script: many.snapshot_us_per_script,
         compile_ms: many.compile_ms,
+        world_modules: cache.modules,
+        module_compile_ms: cache.compile_ms,
+        module_load_ms: cache.load_ms,
+        module_cache_bytes: cache.cache_bytes,
     })
 }
 
