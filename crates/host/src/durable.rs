@@ -47,6 +47,8 @@ pub struct Acked {
     pub seq: Option<u64>,
     /// The id of the object a create or rez made.
     pub created: Option<EntityId>,
+    /// Committed to the store (false on a host without one: applied only).
+    pub durable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -104,11 +106,27 @@ impl AckQueue {
     }
 }
 
+/// Runs on the writer thread once a tick's record is committed (its crossing messages).
+pub(crate) type AfterCommit = Box<dyn FnOnce() + Send>;
+
 enum Job {
-    Append { region: RegionId, tick: u64, entry: Option<Vec<u8>>, acks: Vec<(Waiting, Option<EntityId>)> },
-    Checkpoint { region: Box<Region> },
-    Recover { region: RegionId, reply: SyncSender<Result<Recovered, String>> },
-    Flush { reply: SyncSender<()> },
+    Append {
+        region: RegionId,
+        tick: u64,
+        entry: Option<Vec<u8>>,
+        acks: Vec<(Waiting, Option<EntityId>)>,
+        then: Option<AfterCommit>,
+    },
+    Checkpoint {
+        region: Box<Region>,
+    },
+    Recover {
+        region: RegionId,
+        reply: SyncSender<Result<Recovered, String>>,
+    },
+    Flush {
+        reply: SyncSender<()>,
+    },
 }
 
 /// Counters for benchmarks and the API.
@@ -193,7 +211,9 @@ impl Durability {
     }
 
     /// Called on the tick thread right after a tick: queues the tick's record and the acks of
-    /// its inputs, and a checkpoint when one is due. Never blocks.
+    /// its inputs, and a checkpoint when one is due. Never blocks. `then` (the tick's crossing
+    /// messages) runs once the record is committed, or never: messages whose cause is not
+    /// durable must not leave, the crossing protocol resends them from a later tick.
     pub(crate) fn after_tick(
         &self,
         slot: &RegionSlot,
@@ -201,18 +221,22 @@ impl Durability {
         out: &TickOutput,
         first_pos: u64,
         n_inputs: usize,
+        then: Option<AfterCommit>,
     ) {
         let id = region.id();
         let acks = settle(slot, out, first_pos, n_inputs);
-        if out.durable.is_some() || !acks.is_empty() {
+        if out.durable.is_some() || !acks.is_empty() || then.is_some() {
             let entry = out.durable.as_ref().map(|change| {
                 let e = LogEntry { rows_hash: region.durable_rows_hash(change), change: change.clone() };
                 postcard::to_stdvec(&e).expect("serializing to memory cannot fail")
             });
-            let job = Job::Append { region: id, tick: out.tick, entry, acks };
+            let job = Job::Append { region: id, tick: out.tick, entry, acks, then };
             if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = self.tx.try_send(job) {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                if let Job::Append { acks, .. } = job {
+                if let Job::Append { acks, then, .. } = job {
+                    if then.is_some() {
+                        tracing::warn!(region = %id, tick = out.tick, "crossing messages held back: the store writer is behind");
+                    }
                     for (w, _) in acks {
                         (w.ack)(Err(AckError::Store("the store writer is behind (MAX_WRITER_QUEUE)".into())));
                     }
@@ -299,6 +323,11 @@ fn rebuild(id: RegionId, rec: &Recovered, fresh: impl FnOnce() -> Region) -> Reg
     region
 }
 
+/// A record to append, the acks it answers, its tick, and what runs once it is committed.
+type Appended = (LogRecord, Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
+/// Acks of a tick that logged nothing (they wait for what was queued before them).
+type AcksOnly = (Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
+
 struct Writer {
     store: Box<dyn Store>,
     /// The last sequence number written per region (read from the store on first use).
@@ -316,16 +345,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut appends: Vec<(LogRecord, Vec<(Waiting, Option<EntityId>)>, u64)> = Vec::new();
-            let mut acks_only: Vec<(Vec<(Waiting, Option<EntityId>)>, u64)> = Vec::new();
+            let mut appends: Vec<Appended> = Vec::new();
+            let mut acks_only: Vec<AcksOnly> = Vec::new();
             for job in jobs {
                 match job {
-                    Job::Append { region, tick, entry, acks } => match entry {
+                    Job::Append { region, tick, entry, acks, then } => match entry {
                         Some(payload) => match self.seq_after(region) {
-                            Ok(seq) => appends.push((LogRecord { region, seq, tick, payload }, acks, tick)),
-                            Err(e) => fail(acks, &e),
+                            Ok(seq) => {
+                                appends.push((LogRecord { region, seq, tick, payload }, acks, tick, then))
+                            }
+                            Err(e) => {
+                                tracing::warn!(%region, tick, "tick record not logged ({e}); its crossing messages are held back");
+                                fail(acks, &e)
+                            }
                         },
-                        None => acks_only.push((acks, tick)),
+                        None => acks_only.push((acks, tick, then)),
                     },
                     other => {
                         self.commit(std::mem::take(&mut appends), std::mem::take(&mut acks_only));
@@ -363,28 +397,28 @@ impl Writer {
         last
     }
 
-    fn commit(
-        &mut self,
-        appends: Vec<(LogRecord, Vec<(Waiting, Option<EntityId>)>, u64)>,
-        acks_only: Vec<(Vec<(Waiting, Option<EntityId>)>, u64)>,
-    ) {
+    fn commit(&mut self, appends: Vec<Appended>, acks_only: Vec<AcksOnly>) {
         if !appends.is_empty() {
-            let records: Vec<LogRecord> = appends.iter().map(|(r, _, _)| r.clone()).collect();
+            let records: Vec<LogRecord> = appends.iter().map(|(r, ..)| r.clone()).collect();
             match self.store.append(&records) {
                 Ok(()) => {
                     self.stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    for (r, acks, tick) in appends {
+                    for (r, acks, tick, then) in appends {
                         for (w, created) in acks {
-                            (w.ack)(Ok(Acked { tick, seq: Some(r.seq), created }));
+                            (w.ack)(Ok(Acked { tick, seq: Some(r.seq), created, durable: true }));
+                        }
+                        if let Some(then) = then {
+                            then();
                         }
                     }
                 }
                 Err(e) => {
                     tracing::error!("log append failed: {e}");
                     // Sequence numbers handed out for this batch are not in the store: read
-                    // the truth again before the next append of these regions.
-                    for (r, acks, _) in appends {
+                    // the truth again before the next append of these regions. Crossing
+                    // messages of these ticks are dropped: their cause is not durable.
+                    for (r, acks, _, _) in appends {
                         self.last_seq.remove(&r.region);
                         fail(acks, &e.to_string());
                     }
@@ -392,9 +426,12 @@ impl Writer {
             }
         }
         // Inputs that changed nothing are acknowledged after everything before them is durable.
-        for (acks, tick) in acks_only {
+        for (acks, tick, then) in acks_only {
             for (w, created) in acks {
-                (w.ack)(Ok(Acked { tick, seq: None, created }));
+                (w.ack)(Ok(Acked { tick, seq: None, created, durable: true }));
+            }
+            if let Some(then) = then {
+                then();
             }
         }
     }
@@ -534,7 +571,7 @@ fn settle(
 /// After a tick on a host without a store: the acks say applied, not durable.
 pub(crate) fn after_tick_without_store(slot: &RegionSlot, out: &TickOutput, first_pos: u64, n_inputs: usize) {
     for (w, created) in settle(slot, out, first_pos, n_inputs) {
-        (w.ack)(Ok(Acked { tick: out.tick, seq: None, created }));
+        (w.ack)(Ok(Acked { tick: out.tick, seq: None, created, durable: false }));
     }
 }
 
@@ -565,4 +602,49 @@ pub(crate) async fn http_change(host: Host, id: RegionId, input: Input) -> Resul
         Ok(Err(_)) => Err((503, "the host dropped the change before acknowledging it".into())),
         Err(_) => Err((504, "no acknowledgement within ACK_TIMEOUT".into())),
     }
+}
+
+/// A durable change that came over a link (from a gateway): the outcome goes back on `reply`
+/// as `ChangeDone` with the sender's `request`.
+pub(crate) fn link_change(host: &Host, region: RegionId, request: u64, input: Input, reply: link::LinkTx) {
+    use link::{ChangeAck, ChangeFailed, LinkMsg};
+    let answer = move |result: Result<ChangeAck, ChangeFailed>| {
+        if !reply.send(&LinkMsg::ChangeDone { request, result }) {
+            tracing::debug!(%region, request, "change outcome dropped: the link is full or closed");
+        }
+    };
+    if !world::durable::is_durable(&input) {
+        return answer(Err(ChangeFailed::Rejected(
+            "not a change made on purpose (create, edit, delete…)".into(),
+        )));
+    }
+    let reply_to = answer.clone();
+    let done: AckFn = Box::new(move |r| {
+        reply_to(match r {
+            Ok(a) => Ok(ChangeAck { tick: a.tick, created: a.created, durable: a.durable }),
+            Err(AckError::Refused(e)) => Err(ChangeFailed::Rejected(e.to_string())),
+            Err(e @ AckError::Moved) => Err(ChangeFailed::TryAgain(e.to_string())),
+            Err(e @ AckError::Store(_)) => Err(ChangeFailed::Unknown(e.to_string())),
+        })
+    });
+    if let Err(e) = host.send_durable(region, input, done) {
+        answer(Err(ChangeFailed::TryAgain(e.to_string())));
+    }
+}
+
+/// The crossing messages of a tick, to send once its record is committed (`None` if none).
+pub(crate) fn after_commit_send(
+    shared: &crate::Shared,
+    id: RegionId,
+    transmits: Vec<crossing::Transmit>,
+) -> Option<AfterCommit> {
+    if transmits.is_empty() {
+        return None;
+    }
+    let me = shared.me.clone();
+    Some(Box::new(move || {
+        if let Some(shared) = me.upgrade() {
+            crate::send_transmits(&shared, id, transmits);
+        }
+    }))
 }

@@ -279,6 +279,9 @@ impl Net {
                     }
                 }
                 LinkMsg::Input { region, input } => self.deliver_input(region, input),
+                LinkMsg::Change { region, request, input } => {
+                    crate::durable::link_change(&self.host, region, request, input, link.tx.clone())
+                }
                 LinkMsg::Crossing { from, to, msg } => {
                     if let Err(e) = self.host.crossing_msg(to, from, msg) {
                         // Moved or gone: the sender resends, and looks the owner up again.
@@ -309,6 +312,7 @@ impl Net {
                 LinkMsg::Hello { .. }
                 | LinkMsg::Update { .. }
                 | LinkMsg::NotHere { .. }
+                | LinkMsg::ChangeDone { .. }
                 | LinkMsg::Error { .. } => {}
             }
         }
