@@ -127,6 +127,10 @@ enum Job {
     Flush {
         reply: SyncSender<()>,
     },
+    /// Drop the cached log position of a region that left.
+    Forget {
+        region: RegionId,
+    },
 }
 
 /// Counters for benchmarks and the API.
@@ -263,9 +267,12 @@ impl Durability {
         self.recovered.lock().clone()
     }
 
-    /// The next tick of this region writes a checkpoint (after a migration, after recovery).
+    /// The region left this host: if it comes back, its first tick here writes a checkpoint,
+    /// and its log continues from what the store holds then (another host may have appended
+    /// meanwhile), not from what this host last wrote.
     pub fn checkpoint_soon(&self, id: RegionId) {
         self.last_checkpoint.lock().remove(&id);
+        let _ = self.tx.send(Job::Forget { region: id });
     }
 }
 
@@ -441,6 +448,9 @@ impl Writer {
             Job::Append { .. } => unreachable!("appends are batched by run"),
             Job::Flush { reply } => {
                 let _ = reply.send(());
+            }
+            Job::Forget { region } => {
+                self.last_seq.remove(&region);
             }
             Job::Recover { region, reply } => {
                 let result = self.store.recover(region).map_err(|e| e.to_string());

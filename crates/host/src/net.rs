@@ -686,6 +686,11 @@ impl Net {
         match event {
             SourceEvent::CasEpoch { from, to: epoch, .. } => {
                 tracing::debug!(target: "freeze", at = crate::unix_us(), "source: final round acknowledged");
+                // The region is frozen: its last records are queued. They must be in the store
+                // before the target owns the region, so its log continues from them.
+                if let Some(d) = self.host.durability().cloned() {
+                    let _ = tokio::task::spawn_blocking(move || d.flush()).await;
+                }
                 let swapped = self.swap_epoch(region, from, Placement { host: to.to_string(), epoch }).await;
                 tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "source: compare-and-swap answered");
                 let now = self.host.now_us();
