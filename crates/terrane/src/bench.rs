@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Run trivial script events on 1 thread and on --threads threads: throughput, latency,
     /// instantiation and snapshot cost, and the speed-up.
     Scripts(ScriptsArgs),
+    /// What durability costs: durable changes per second with group commit, checkpoint and
+    /// recovery times, and a busy region's tick p99 with frequent checkpoints against none.
+    Store(crate::bench_store::StoreBenchArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +81,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Snapshot(a) => emit(&snapshot(&a)?, a.json),
         BenchCommand::Migrate(a) => crate::bench_migrate::bench(a),
         BenchCommand::Scripts(a) => emit(&scripts(&a)?, a.json),
+        BenchCommand::Store(a) => crate::bench_store::bench(a),
     }
 }
 
@@ -96,7 +100,7 @@ pub fn emit<T: Serialize>(report: &T, json: bool) -> anyhow::Result<()> {
 const BENCH_REGION: RegionId = RegionId::new(0, 0);
 const TICK_US: u64 = 1_000_000 / ACTIVE_TICK_HZ as u64;
 
-fn populated(objects: usize, moving: bool, rng: &mut SmallRng) -> anyhow::Result<Region> {
+pub(crate) fn populated(objects: usize, moving: bool, rng: &mut SmallRng) -> anyhow::Result<Region> {
     let mut region = Region::new(BENCH_REGION, 1);
     let shapes = [Shape::Box, Shape::Sphere, Shape::Cylinder, Shape::Cone, Shape::Torus];
     let mut left = objects;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_migrate;
+mod bench_store;
 mod cluster_view;
 mod demo;
 mod durable_cmd;
