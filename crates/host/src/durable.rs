@@ -140,6 +140,9 @@ pub struct DurableStats {
     pub commits: AtomicU64,
     pub checkpoints: AtomicU64,
     pub checkpoint_us_total: AtomicU64,
+    /// Time the tick threads spent copying regions for checkpoints, and the longest copy.
+    pub checkpoint_copy_us_total: AtomicU64,
+    pub checkpoint_copy_us_max: AtomicU64,
     pub queue_full: AtomicU64,
 }
 
@@ -255,7 +258,11 @@ impl Durability {
         };
         if due {
             // A copy now, at the tick boundary; encoding and writing happen on the writer.
-            let job = Job::Checkpoint { region: Box::new(region.clone()) };
+            let copying = Instant::now();
+            let job = Job::Checkpoint { region: Box::new(region.checkpoint_copy()) };
+            let us = copying.elapsed().as_micros() as u64;
+            self.stats.checkpoint_copy_us_total.fetch_add(us, Ordering::Relaxed);
+            self.stats.checkpoint_copy_us_max.fetch_max(us, Ordering::Relaxed);
             if self.tx.try_send(job).is_ok() {
                 self.last_checkpoint.lock().insert(id, now);
             }
