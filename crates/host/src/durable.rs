@@ -117,8 +117,13 @@ enum Job {
         acks: Vec<(Waiting, Option<EntityId>)>,
         then: Option<AfterCommit>,
     },
+    /// A whole copy of a region to checkpoint (the writer keeps it for the next deltas).
     Checkpoint {
         region: Box<Region>,
+    },
+    /// What changed in a region since the writer's copy of it: applied, then checkpointed.
+    CheckpointDelta {
+        delta: Box<Delta>,
     },
     Recover {
         region: RegionId,
@@ -143,6 +148,8 @@ pub struct DurableStats {
     /// Time the tick threads spent copying regions for checkpoints, and the longest copy.
     pub checkpoint_copy_us_total: AtomicU64,
     pub checkpoint_copy_us_max: AtomicU64,
+    /// Checkpoints built from a delta on the writer's copy (the rest copied the whole region).
+    pub checkpoint_deltas: AtomicU64,
     pub queue_full: AtomicU64,
 }
 
@@ -151,6 +158,10 @@ pub struct Durability {
     tx: SyncSender<Job>,
     config: DurableConfig,
     last_checkpoint: parking_lot::Mutex<HashMap<RegionId, Instant>>,
+    /// The generation of each region's copy on the writer (what the next checkpoint's delta
+    /// starts from), and the regions whose copy the writer lost (the next one is whole).
+    replica_gen: parking_lot::Mutex<HashMap<RegionId, u64>>,
+    needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
     /// Regions loaded here from what the store held.
     recovered: parking_lot::Mutex<Vec<RegionId>>,
     pub stats: Arc<DurableStats>,
@@ -163,12 +174,21 @@ impl Durability {
         let (ready_tx, ready_rx) = sync_channel(1);
         let stats = Arc::new(DurableStats::default());
         let writer_stats = stats.clone();
+        let needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>> = Arc::default();
+        let writer_needs_whole = needs_whole.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || match open() {
                 Ok(store) => {
                     let _ = ready_tx.send(Ok(()));
-                    Writer { store, last_seq: HashMap::new(), stats: writer_stats }.run(rx);
+                    Writer {
+                        store,
+                        last_seq: HashMap::new(),
+                        stats: writer_stats,
+                        replicas: HashMap::new(),
+                        needs_whole: writer_needs_whole,
+                    }
+                    .run(rx);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -185,6 +205,8 @@ impl Durability {
             tx,
             config,
             last_checkpoint: Default::default(),
+            replica_gen: Default::default(),
+            needs_whole,
             recovered: Default::default(),
             stats,
         }))
@@ -257,14 +279,23 @@ impl Durability {
             now.duration_since(*t) >= self.config.checkpoint_period
         };
         if due {
-            // A copy now, at the tick boundary; encoding and writing happen on the writer.
+            // What changed since the writer's copy (or a whole copy the first time), taken now
+            // at the tick boundary; applying, encoding and writing happen on the writer.
             let copying = Instant::now();
-            let job = Job::Checkpoint { region: Box::new(region.checkpoint_copy()) };
+            let base = self.replica_gen.lock().get(&id).copied();
+            let whole = self.needs_whole.lock().remove(&id);
+            let job = match base.filter(|_| !whole).and_then(|g| region.delta_since(g).ok()) {
+                Some(delta) => Job::CheckpointDelta { delta: Box::new(delta) },
+                None => Job::Checkpoint { region: Box::new(region.checkpoint_copy()) },
+            };
             let us = copying.elapsed().as_micros() as u64;
             self.stats.checkpoint_copy_us_total.fetch_add(us, Ordering::Relaxed);
             self.stats.checkpoint_copy_us_max.fetch_max(us, Ordering::Relaxed);
             if self.tx.try_send(job).is_ok() {
                 self.last_checkpoint.lock().insert(id, now);
+                self.replica_gen.lock().insert(id, region.generation());
+            } else if whole {
+                self.needs_whole.lock().insert(id);
             }
         }
     }
@@ -279,6 +310,7 @@ impl Durability {
     /// meanwhile), not from what this host last wrote.
     pub fn checkpoint_soon(&self, id: RegionId) {
         self.last_checkpoint.lock().remove(&id);
+        self.replica_gen.lock().remove(&id);
         let _ = self.tx.send(Job::Forget { region: id });
     }
 }
@@ -347,6 +379,10 @@ struct Writer {
     /// The last sequence number written per region (read from the store on first use).
     last_seq: HashMap<RegionId, u64>,
     stats: Arc<DurableStats>,
+    /// A copy of each region as of its last checkpoint, kept up to date by deltas, so the tick
+    /// thread hands over only what changed rather than a whole copy every time.
+    replicas: HashMap<RegionId, Region>,
+    needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
 }
 
 impl Writer {
@@ -458,6 +494,28 @@ impl Writer {
             }
             Job::Forget { region } => {
                 self.last_seq.remove(&region);
+                self.replicas.remove(&region);
+            }
+            Job::CheckpointDelta { delta } => {
+                let id = delta.region;
+                let applied = match self.replicas.get_mut(&id) {
+                    Some(r) => r.apply_delta(&delta).map_err(|e| e.to_string()),
+                    None => Err("no copy of the region here".into()),
+                };
+                match applied {
+                    Ok(()) => {
+                        if let Some(r) = self.replicas.remove(&id) {
+                            self.stats.checkpoint_deltas.fetch_add(1, Ordering::Relaxed);
+                            self.write_checkpoint(&r);
+                            self.replicas.insert(id, r);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(region = %id, "checkpoint delta not applied ({e}); the next checkpoint copies the whole region");
+                        self.replicas.remove(&id);
+                        self.needs_whole.lock().insert(id);
+                    }
+                }
             }
             Job::Recover { region, reply } => {
                 let result = self.store.recover(region).map_err(|e| e.to_string());
@@ -468,38 +526,37 @@ impl Writer {
                 let _ = reply.send(result);
             }
             Job::Checkpoint { region } => {
-                let started = Instant::now();
-                let id = region.id();
-                let covers_seq = match self.last_seq.get(&id) {
-                    Some(&s) => s,
-                    None => match self.load_last(id) {
-                        Ok(s) => {
-                            self.last_seq.insert(id, s);
-                            s
-                        }
-                        Err(e) => {
-                            tracing::warn!(region = %id, "checkpoint skipped: {e}");
-                            return;
-                        }
-                    },
-                };
-                let c = Checkpoint {
-                    region: id,
-                    covers_seq,
-                    tick: region.tick_number(),
-                    bytes: region.snapshot(),
-                };
-                drop(region);
-                match self.store.put_checkpoint(&c) {
-                    Ok(()) => {
-                        let us = started.elapsed().as_micros() as u64;
-                        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                        self.stats.checkpoint_us_total.fetch_add(us, Ordering::Relaxed);
-                        tracing::debug!(region = %id, covers_seq, bytes = c.bytes.len(), us, "checkpoint written");
-                    }
-                    Err(e) => tracing::warn!(region = %id, "checkpoint failed: {e}"),
-                }
+                self.write_checkpoint(&region);
+                self.replicas.insert(region.id(), *region);
             }
+        }
+    }
+
+    fn write_checkpoint(&mut self, region: &Region) {
+        let started = Instant::now();
+        let id = region.id();
+        let covers_seq = match self.last_seq.get(&id) {
+            Some(&s) => s,
+            None => match self.load_last(id) {
+                Ok(s) => {
+                    self.last_seq.insert(id, s);
+                    s
+                }
+                Err(e) => {
+                    tracing::warn!(region = %id, "checkpoint skipped: {e}");
+                    return;
+                }
+            },
+        };
+        let c = Checkpoint { region: id, covers_seq, tick: region.tick_number(), bytes: region.snapshot() };
+        match self.store.put_checkpoint(&c) {
+            Ok(()) => {
+                let us = started.elapsed().as_micros() as u64;
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.stats.checkpoint_us_total.fetch_add(us, Ordering::Relaxed);
+                tracing::debug!(region = %id, covers_seq, bytes = c.bytes.len(), us, "checkpoint written");
+            }
+            Err(e) => tracing::warn!(region = %id, "checkpoint failed: {e}"),
         }
     }
 }
