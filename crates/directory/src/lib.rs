@@ -1,30 +1,73 @@
-//! The region directory: region → (host, epoch). The epoch's compare-and-swap is the single
-//! commit point of a migration: whoever holds the current epoch owns the region, and a host
-//! whose epoch is stale must not act for it.
+//! The region directory: region → (host, epoch), and the hosts of the cluster with their
+//! capacity, addresses and liveness. The epoch's compare-and-swap is the single commit point of
+//! a migration: whoever holds the current epoch owns the region, and a host whose epoch is stale
+//! must not act for it.
 //!
 //! Backends: [`MemoryDirectory`] (in-process, optionally persisted to a file; the default of
-//! `terrane run` and the orchestrator), and [`HttpDirectory`], a client of a directory served
-//! over HTTP by [`router`].
+//! `terrane run` and the orchestrator), [`HttpDirectory`], a client of a directory served over
+//! HTTP by [`router`], and (feature `etcd`) `EtcdDirectory`, the cluster's directory in etcd:
+//! a lease per host for liveness, transactions for the epochs, watches for changes.
 
-use std::collections::BTreeMap;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod http;
+mod memory;
+pub mod report;
+
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use world::RegionId;
+
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdDirectory;
+pub use http::{router, CasAnswer, CasRequest, HeartbeatRequest, HttpDirectory, REQUEST_TIMEOUT};
+pub use memory::MemoryDirectory;
+
+/// Changes a watcher may fall behind by before it is told to re-read everything ([`Change::Resync`]).
+pub const WATCH_BUFFER: usize = 1024;
+/// Shortest liveness TTL a host may ask for (etcd itself refuses leases much shorter).
+pub const MIN_HOST_TTL: Duration = Duration::from_secs(1);
+/// Longest liveness TTL a host may ask for.
+pub const MAX_HOST_TTL: Duration = Duration::from_secs(300);
+/// Longest host name or address accepted in a registration.
+pub const MAX_HOST_FIELD: usize = 256;
+/// Most hosts one directory keeps.
+pub const MAX_HOSTS: usize = 4096;
 
 /// Where a region lives: the owning host's link address and the ownership epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub host: String,
     pub epoch: u64,
+}
+
+/// A host as it registers itself: its name (the link address other hosts and gateways connect
+/// to, and the `host` of a [`Placement`]), its control API and its capacity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    /// Base URL of the host's control API, e.g. `http://127.0.0.1:7071`.
+    pub api: String,
+    /// Threads that tick regions there.
+    pub cores: u32,
+}
+
+/// One change seen by a watcher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A region's placement was set (`None`: removed).
+    Region { region: RegionId, placement: Option<Placement> },
+    /// A host registered (or registered again after its liveness had expired).
+    HostUp(HostRecord),
+    /// A host's liveness expired or it left.
+    HostDown { name: String },
+    /// The watcher fell behind or its connection was lost: changes may have been missed, so
+    /// re-read everything with `list` and `hosts`.
+    Resync,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +78,8 @@ pub enum DirectoryError {
     Refused(String),
     #[error("directory file {path}: {error}")]
     File { path: PathBuf, error: String },
+    #[error("invalid request to the directory: {0}")]
+    Invalid(String),
 }
 
 #[async_trait]
@@ -49,191 +94,79 @@ pub trait Directory: Send + Sync {
         expected: Option<u64>,
         new: Placement,
     ) -> Result<bool, DirectoryError>;
+
+    /// Registers `host`, or renews its liveness, for `ttl` from now. A host calls it a few times
+    /// per TTL; if it stops (killed, partitioned), it drops out of [`Directory::hosts`] within
+    /// about `ttl` and watchers see [`Change::HostDown`].
+    async fn heartbeat(&self, host: &HostRecord, ttl: Duration) -> Result<(), DirectoryError>;
+    /// Takes a host out at once (a clean stop).
+    async fn leave(&self, name: &str) -> Result<(), DirectoryError>;
+    /// The live hosts, by name.
+    async fn hosts(&self) -> Result<Vec<HostRecord>, DirectoryError>;
+    /// Every change from now on. A receiver that lags gets `Lagged` (or [`Change::Resync`]):
+    /// treat both as "re-read everything".
+    async fn watch(&self) -> Result<broadcast::Receiver<Change>, DirectoryError>;
 }
 
-/// An in-process directory; with a path, every change is written through to a JSON file.
-#[derive(Default)]
-pub struct MemoryDirectory {
-    map: Mutex<BTreeMap<RegionId, Placement>>,
-    path: Option<PathBuf>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct FileForm {
-    regions: Vec<(RegionId, Placement)>,
-}
-
-impl MemoryDirectory {
-    pub fn new() -> MemoryDirectory {
-        MemoryDirectory::default()
+/// Checks a registration before it is stored (names and URLs are external input).
+pub fn check_host(host: &HostRecord, ttl: Duration) -> Result<(), DirectoryError> {
+    if host.name.is_empty() || host.name.len() > MAX_HOST_FIELD || host.name.contains('/') {
+        return Err(DirectoryError::Invalid(format!("host name {:?} (want HOST:PORT)", host.name)));
     }
-
-    /// Loads the file if it exists; changes are written back to it.
-    pub fn persistent(path: PathBuf) -> Result<MemoryDirectory, DirectoryError> {
-        let file_err =
-            |e: &dyn std::fmt::Display| DirectoryError::File { path: path.clone(), error: e.to_string() };
-        let map = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let f: FileForm = serde_json::from_slice(&bytes).map_err(|e| file_err(&e))?;
-                f.regions.into_iter().collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(file_err(&e)),
-        };
-        Ok(MemoryDirectory { map: Mutex::new(map), path: Some(path) })
+    if host.api.len() > MAX_HOST_FIELD {
+        return Err(DirectoryError::Invalid(format!(
+            "host {} has an API URL over {MAX_HOST_FIELD} bytes",
+            host.name
+        )));
     }
-
-    fn persist(&self, map: &BTreeMap<RegionId, Placement>) -> Result<(), DirectoryError> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let file = FileForm { regions: map.iter().map(|(r, p)| (*r, p.clone())).collect() };
-        let bytes = serde_json::to_vec_pretty(&file).expect("serializing to memory cannot fail");
-        // Write then rename, so a crash never leaves half a file.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| DirectoryError::File { path: path.clone(), error: e.to_string() })
+    if !(MIN_HOST_TTL..=MAX_HOST_TTL).contains(&ttl) {
+        return Err(DirectoryError::Invalid(format!(
+            "liveness TTL {ttl:?} outside {MIN_HOST_TTL:?}..={MAX_HOST_TTL:?}"
+        )));
     }
+    Ok(())
 }
 
-#[async_trait]
-impl Directory for MemoryDirectory {
-    async fn get(&self, region: RegionId) -> Result<Option<Placement>, DirectoryError> {
-        Ok(self.map.lock().get(&region).cloned())
+/// Key prefix of a cluster's directory in etcd unless the URL names one.
+pub const DEFAULT_ETCD_PREFIX: &str = "/terrane/";
+
+/// Opens the directory a URL names: `http://HOST:PORT` (an orchestrator's embedded directory)
+/// or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` (needs a build with the `etcd` feature).
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(std::sync::Arc::new(HttpDirectory::new(url)));
     }
-
-    async fn list(&self) -> Result<Vec<(RegionId, Placement)>, DirectoryError> {
-        Ok(self.map.lock().iter().map(|(r, p)| (*r, p.clone())).collect())
-    }
-
-    async fn compare_and_swap(
-        &self,
-        region: RegionId,
-        expected: Option<u64>,
-        new: Placement,
-    ) -> Result<bool, DirectoryError> {
-        let mut map = self.map.lock();
-        if map.get(&region).map(|p| p.epoch) != expected {
-            return Ok(false);
-        }
-        let old = map.insert(region, new);
-        if let Err(e) = self.persist(&map) {
-            // Not durable: undo, so memory never runs ahead of the file.
-            match old {
-                Some(o) => map.insert(region, o),
-                None => map.remove(&region),
-            };
-            return Err(e);
-        }
-        Ok(true)
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CasRequest {
-    pub expected: Option<u64>,
-    pub new: Placement,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CasAnswer {
-    pub swapped: bool,
-}
-
-/// Serves a directory over HTTP: `GET /directory`, `GET /directory/X,Y`,
-/// `POST /directory/X,Y/cas` with a [`CasRequest`].
-pub fn router(dir: Arc<dyn Directory>) -> Router {
-    Router::new()
-        .route("/directory", get(http_list))
-        .route("/directory/{region}", get(http_get))
-        .route("/directory/{region}/cas", post(http_cas))
-        .with_state(dir)
-}
-
-fn fail(status: StatusCode, msg: impl ToString) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.to_string() }))).into_response()
-}
-
-async fn http_list(State(dir): State<Arc<dyn Directory>>) -> Response {
-    match dir.list().await {
-        Ok(l) => Json(l).into_response(),
-        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn http_get(State(dir): State<Arc<dyn Directory>>, Path(region): Path<String>) -> Response {
-    let Ok(region) = region.parse::<RegionId>() else {
-        return fail(StatusCode::BAD_REQUEST, format!("{region:?} is not a region (write X,Y)"));
+    let Some(rest) = url.strip_prefix("etcd://") else {
+        return Err(DirectoryError::Invalid(format!(
+            "{url:?}: a directory URL starts with http:// (an orchestrator) or etcd:// (an etcd cluster)"
+        )));
     };
-    match dir.get(region).await {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn http_cas(
-    State(dir): State<Arc<dyn Directory>>,
-    Path(region): Path<String>,
-    Json(req): Json<CasRequest>,
-) -> Response {
-    let Ok(region) = region.parse::<RegionId>() else {
-        return fail(StatusCode::BAD_REQUEST, format!("{region:?} is not a region (write X,Y)"));
+    let (hosts, prefix) = match rest.split_once('/') {
+        Some((h, p)) if !p.is_empty() => (h, format!("/{p}")),
+        Some((h, _)) => (h, DEFAULT_ETCD_PREFIX.to_string()),
+        None => (rest, DEFAULT_ETCD_PREFIX.to_string()),
     };
-    match dir.compare_and_swap(region, req.expected, req.new).await {
-        Ok(swapped) => Json(CasAnswer { swapped }).into_response(),
-        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
+    let endpoints: Vec<String> =
+        hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("http://{h}")).collect();
+    if endpoints.is_empty() {
+        return Err(DirectoryError::Invalid(format!("{url:?} names no etcd endpoint")));
     }
+    open_etcd(&endpoints, &prefix).await
 }
 
-/// A client of a directory served by [`router`] (the orchestrator's).
-pub struct HttpDirectory {
-    base: String,
-    client: reqwest::Client,
+#[cfg(feature = "etcd")]
+async fn open_etcd(
+    endpoints: &[String],
+    prefix: &str,
+) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
+    Ok(std::sync::Arc::new(EtcdDirectory::connect(endpoints, prefix).await?))
 }
 
-/// How long one directory request may take before it counts as unreachable.
-pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-impl HttpDirectory {
-    pub fn new(base: &str) -> HttpDirectory {
-        let client =
-            reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("building an HTTP client");
-        HttpDirectory { base: base.trim_end_matches('/').to_string(), client }
-    }
-
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, DirectoryError> {
-        let resp =
-            req.send().await.map_err(|e| DirectoryError::Unreachable(format!("{}: {e}", self.base)))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(DirectoryError::Refused(format!("{status}: {body}")));
-        }
-        resp.json().await.map_err(|e| DirectoryError::Refused(format!("bad answer: {e}")))
-    }
-}
-
-#[async_trait]
-impl Directory for HttpDirectory {
-    async fn get(&self, region: RegionId) -> Result<Option<Placement>, DirectoryError> {
-        self.call(self.client.get(format!("{}/directory/{region}", self.base))).await
-    }
-
-    async fn list(&self) -> Result<Vec<(RegionId, Placement)>, DirectoryError> {
-        self.call(self.client.get(format!("{}/directory", self.base))).await
-    }
-
-    async fn compare_and_swap(
-        &self,
-        region: RegionId,
-        expected: Option<u64>,
-        new: Placement,
-    ) -> Result<bool, DirectoryError> {
-        let req = CasRequest { expected, new };
-        let a: CasAnswer =
-            self.call(self.client.post(format!("{}/directory/{region}/cas", self.base)).json(&req)).await?;
-        Ok(a.swapped)
-    }
+#[cfg(not(feature = "etcd"))]
+async fn open_etcd(_: &[String], _: &str) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
+    Err(DirectoryError::Invalid(
+        "this terrane was built without etcd support: build it with `--features directory/etcd` \
+         (needs Debian's protobuf-compiler and libprotobuf-dev)"
+            .into(),
+    ))
 }

@@ -58,7 +58,7 @@ impl Mailbox {
 pub struct Mirror {
     /// The last tick applied (0 before the first).
     pub tick: u64,
-    pub entities: HashMap<EntityId, Entity>,
+    pub entities: rustc_hash::FxHashMap<EntityId, Entity>,
 }
 
 impl Mirror {

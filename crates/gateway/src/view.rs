@@ -4,7 +4,9 @@
 //! The view keeps only ids; the entities themselves are read from the feeds' mirrors when an
 //! update is built, so a change held back by the budget is sent later as the latest state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use proto::limits::{MAX_CHANGES_PER_UPDATE, MAX_REMOVED_PER_UPDATE};
 use proto::{Encoding, EntityUpdate, EntityView, SeqCounter, Update};
@@ -39,7 +41,7 @@ impl View {
             draw_distance,
             home,
             pos,
-            known: HashMap::new(),
+            known: HashMap::default(),
             dirty: BTreeMap::new(),
             removals: BTreeMap::new(),
             seq: SeqCounter::new(),

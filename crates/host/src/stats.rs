@@ -32,6 +32,12 @@ impl TickStats {
         self.last_changes = changes;
     }
 
+    /// The costs of the last `n` ticks (fewer if fewer ran), oldest first.
+    pub fn recent(&self, n: usize) -> Vec<u32> {
+        let skip = self.recent_us.len().saturating_sub(n);
+        self.recent_us.iter().skip(skip).copied().collect()
+    }
+
     /// (p50, p99) of the recent window, in microseconds.
     pub fn percentiles(&self) -> (u32, u32) {
         percentiles(self.recent_us.iter().copied())

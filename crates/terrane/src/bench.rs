@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// What durability costs: durable changes per second with group commit, checkpoint and
     /// recovery times, and a busy region's tick p99 with frequent checkpoints against none.
     Store(crate::bench_store::StoreBenchArgs),
+    /// The orchestrator on its own: a crowd gathers in one region of a small host and leaves;
+    /// when it was seen busy, moved to the big host, and packed back.
+    Placement(crate::bench_placement::PlacementBenchArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +85,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Migrate(a) => crate::bench_migrate::bench(a),
         BenchCommand::Scripts(a) => emit(&scripts(&a)?, a.json),
         BenchCommand::Store(a) => crate::bench_store::bench(a),
+        BenchCommand::Placement(a) => crate::bench_placement::bench(a),
     }
 }
 

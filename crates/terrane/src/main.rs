@@ -2,12 +2,16 @@
 
 mod bench;
 mod bench_migrate;
+mod bench_placement;
 mod bench_store;
+mod cluster;
 mod cluster_view;
 mod demo;
 mod durable_cmd;
 mod living;
 mod migrate_cmd;
+mod ops;
+mod orchestrator_cmd;
 mod run;
 
 use std::net::SocketAddr;
@@ -43,8 +47,13 @@ enum Command {
     Run(run::RunArgs),
     /// Run a region host: ticks its regions on --cores threads and serves the control API.
     Host(HostArgs),
-    /// Run the orchestrator: serves the region directory (region → host, epoch) to hosts.
-    Orchestrator(OrchestratorArgs),
+    /// Run the orchestrator: places regions by load, drains hosts, fails over dead ones, and
+    /// (unless --directory names etcd) serves the region directory to hosts.
+    Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Show the cluster: hosts, regions, load, migrations in flight (a table, or --json).
+    Status(ops::StatusArgs),
+    /// Move every region off a host by live migration (nobody is kicked), then it can stop.
+    Drain(ops::DrainArgs),
     /// Move a running region to another host by live migration, showing its progress.
     Migrate(migrate_cmd::MigrateArgs),
     /// Run a gateway: the clients' edge (WebSocket at /ws, guest tokens at /guest?name=).
@@ -74,10 +83,14 @@ struct HostArgs {
     /// host's name in the directory and the HOST of `terrane migrate --to HOST`.
     #[arg(long, default_value = "127.0.0.1:7171")]
     link: SocketAddr,
-    /// Directory to register in (an orchestrator's URL, e.g. http://127.0.0.1:7000). Without
-    /// it the host keeps a private directory and cannot take part in migrations.
+    /// Directory to register in: an orchestrator's URL (e.g. http://127.0.0.1:7000) or an etcd
+    /// cluster (etcd://127.0.0.1:2379). Without it the host keeps a private directory and cannot
+    /// take part in migrations.
     #[arg(long, value_name = "URL")]
     directory: Option<String>,
+    /// Where to send load reports (default: the --directory URL when it is an orchestrator's).
+    #[arg(long, value_name = "URL")]
+    orchestrator: Option<String>,
     /// Requests to the control API that change something (load, unload, migrate, restore) must
     /// carry `Authorization: Bearer TOKEN`. Without it the API is open to anyone who reaches it.
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = parse_control_token)]
@@ -132,16 +145,6 @@ struct BotArgs {
     json: bool,
 }
 
-#[derive(Args)]
-struct OrchestratorArgs {
-    /// Address of the directory API.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    listen: SocketAddr,
-    /// File the directory is kept in across restarts (written on every change).
-    #[arg(long, value_name = "FILE")]
-    data: Option<std::path::PathBuf>,
-}
-
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -154,7 +157,9 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Host(args) => run_host(args),
-        Command::Orchestrator(args) => run_orchestrator(args),
+        Command::Orchestrator(args) => orchestrator_cmd::run(args),
+        Command::Status(args) => ops::status(args),
+        Command::Drain(args) => ops::drain(args),
         Command::Migrate(args) => migrate_cmd::migrate(args),
         Command::Gateway(args) => run_gateway(args),
         Command::Bot(args) => run_bot(args),
@@ -183,7 +188,7 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let directory: std::sync::Arc<dyn directory::Directory> = match &args.directory {
-            Some(url) => std::sync::Arc::new(directory::HttpDirectory::new(url)),
+            Some(url) => directory::connect(url).await?,
             None => std::sync::Arc::new(directory::MemoryDirectory::new()),
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -202,6 +207,9 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         for r in &args.regions {
             net.claim_new(*r, None).await.map_err(|e| anyhow::anyhow!("cannot load region {r}: {e}"))?;
         }
+        if args.directory.is_some() {
+            host::report::start(net.clone(), report_config(&listener, &args)?);
+        }
         println!(
             "terrane host: {} cores, control API on http://{}, links on {}",
             host.cores(),
@@ -214,6 +222,22 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         host.shutdown();
         served?;
         anyhow::Ok(())
+    })
+}
+
+/// Liveness and load reports of `terrane host`: to the orchestrator the directory URL names.
+fn report_config(
+    api: &tokio::net::TcpListener,
+    args: &HostArgs,
+) -> anyhow::Result<host::report::ReportConfig> {
+    Ok(host::report::ReportConfig {
+        api: format!("http://{}", api.local_addr()?),
+        orchestrator: args
+            .orchestrator
+            .clone()
+            .or_else(|| args.directory.clone().filter(|d| d.starts_with("http"))),
+        ttl: host::report::DEFAULT_HOST_TTL,
+        token: args.control_token.clone().filter(|t| !t.is_empty()),
     })
 }
 
@@ -252,25 +276,6 @@ fn run_bot(args: BotArgs) -> anyhow::Result<()> {
     let report =
         rt.block_on(bot::run_bots(bot::BotConfig::new(args.gateway, args.count, behaviour, args.for_)))?;
     bench::emit(&report, args.json)
-}
-
-fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    rt.block_on(async {
-        let dir: std::sync::Arc<dyn directory::Directory> = match args.data {
-            Some(path) => std::sync::Arc::new(directory::MemoryDirectory::persistent(path)?),
-            None => std::sync::Arc::new(directory::MemoryDirectory::new()),
-        };
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        println!("terrane orchestrator: directory on http://{}/directory", listener.local_addr()?);
-        // The migration's commit point is a request to this server: no Nagle delay on answers.
-        axum::serve(listener.tap_io(no_delay), directory::router(dir))
-            .with_graceful_shutdown(run::stop_signal(None))
-            .await?;
-        anyhow::Ok(())
-    })
 }
 
 /// Small request/answer exchanges (directory compare-and-swap, API calls) must not wait for

@@ -40,13 +40,21 @@ pub struct RunArgs {
     /// Address of the gateway clients connect to (WebSocket at ws://ADDR/ws).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub gateway: SocketAddr,
-    /// Headless bots to connect through the gateway (they wander and measure what they see).
+    /// Headless bots to connect through the gateway (they move as `--bot-behaviour` says and
+    /// measure what they see).
     #[arg(long, default_value_t = 0)]
     pub bots: usize,
+    /// What the bots do: commute (run back and forth across the border east of the spawn
+    /// region, between the two hosts), wander (stroll in the spawn region) or club (gather).
+    #[arg(long, default_value = "commute", value_parser = ["wander", "club", "commute"])]
+    pub bot_behaviour: String,
     /// Token that changes through the control APIs and the dashboard must carry
     /// (default: a fresh random one, printed at start).
     #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true, value_parser = crate::parse_control_token)]
     pub control_token: Option<String>,
+    /// The orchestrator only drains and fails over: it makes no placement moves of its own.
+    #[arg(long)]
+    pub no_autoplace: bool,
     #[command(flatten)]
     pub data: crate::durable_cmd::DataArgs,
 }
@@ -72,14 +80,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let durability = args.data.open()?;
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
-    for api in [args.listen, second_api] {
+    for (i, api) in [args.listen, second_api].into_iter().enumerate() {
         // Bind first: a busy port is the most likely failure and should stop us early.
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(api))
             .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
-        let host = host::Host::start(config.clone());
+        let host = host::Host::start(crate::cluster::host_config(&config, i));
         host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();
@@ -95,6 +103,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         servers.push((listener, app));
         nodes.push(Node { net, api });
     }
+
+    let members: Vec<_> = nodes.iter().map(|n| (n.net.clone(), n.api)).collect();
+    let placing =
+        crate::cluster::Placing { token: Some(control_token.clone()), autoplace: !args.no_autoplace };
+    let control = crate::cluster::start(&rt, directory.clone(), &members, nodes[0].api, placing)?;
+    servers[0].1 = servers[0].1.clone().merge(control);
 
     let regions: Vec<RegionId> =
         (0..args.grid).flat_map(|y| (0..args.grid).map(move |x| RegionId::new(x, y))).collect();
@@ -155,7 +169,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let bots = (args.bots > 0).then(|| {
         let duration = args.for_.unwrap_or(Duration::from_secs(365 * 24 * 3600));
-        let config = bot::BotConfig::new(gateway.ws_url(), args.bots, bot::Behaviour::Wander, duration);
+        let behaviour = args.bot_behaviour.parse().unwrap_or(bot::Behaviour::Commute);
+        let config = bot::BotConfig::new(gateway.ws_url(), args.bots, behaviour, duration);
         rt.spawn(bot::run_bots(config))
     });
 

@@ -74,7 +74,8 @@ fn commuting_bots_cross_between_two_hosts_and_nothing_is_lost_or_doubled() {
     let secs = env_or("TERRANE_CROSSING_SECS", 60);
     let dir = free_port();
     let dir_url = format!("http://{dir}");
-    let _orchestrator = terrane(&["orchestrator", "--listen", &dir]);
+    // No placement moves of its own: the regions stay split between the two hosts.
+    let _orchestrator = terrane(&["orchestrator", "--listen", &dir, "--no-autoplace"]);
     let (west_api, east_api) = (free_port(), free_port());
     let _west = terrane(&[
         "host",

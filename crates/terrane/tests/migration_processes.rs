@@ -75,7 +75,8 @@ struct Cluster {
 
 fn cluster(target_env: &[(&str, &str)]) -> Cluster {
     let dir = free_port();
-    let (orchestrator, _) = terrane(&["orchestrator", "--listen", &dir], &[]);
+    // No placement moves of its own: this test moves the region by hand.
+    let (orchestrator, _) = terrane(&["orchestrator", "--listen", &dir, "--no-autoplace"], &[]);
     let dir_url = format!("http://{dir}");
     let (source_api, source_link, target_api, target_link) =
         (free_port(), free_port(), free_port(), free_port());
