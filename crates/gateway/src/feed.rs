@@ -28,6 +28,8 @@ pub(crate) enum SessionEvent {
     Chat(ServerMsg),
     /// A message for this session alone (a script of its agent's stopped), sent as is.
     Notice(ServerMsg),
+    /// The answer to one of the session's changes (`ack` or `refused`).
+    Reply(ServerMsg),
 }
 
 /// A session's mailbox as feeds see it.
@@ -108,6 +110,8 @@ pub enum FeedError {
     TooManyFeeds,
     #[error("the link to host {0} is full or closed; the input was dropped")]
     LinkBusy(String),
+    #[error("this gateway has MAX_PENDING_CHANGES_TOTAL changes waiting for their hosts")]
+    TooManyChanges,
 }
 
 struct Feed {
@@ -149,6 +153,8 @@ pub(crate) struct Feeds {
     terrain: Mutex<HashMap<RegionId, Arc<RegionInfo>>>,
     owners: Owners,
     pub counters: FeedCounters,
+    /// Changes forwarded to hosts, waiting for their outcome.
+    pub(crate) changes: crate::changes::Changes,
 }
 
 impl Feeds {
@@ -165,6 +171,7 @@ impl Feeds {
             terrain: Mutex::new(HashMap::new()),
             owners,
             counters: FeedCounters::default(),
+            changes: crate::changes::Changes::new(),
         })
     }
 
@@ -255,6 +262,29 @@ impl Feeds {
             Ok(())
         } else {
             self.counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(FeedError::LinkBusy(host))
+        }
+    }
+
+    /// Sends a change made on purpose to the region's owner; the receiver gets its outcome.
+    /// The input is built from the gateway's request number (a create's tag).
+    pub(crate) async fn send_change(
+        &self,
+        region: RegionId,
+        input: Box<dyn FnOnce(u64) -> Input + Send>,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<Result<link::ChangeAck, link::ChangeFailed>>), FeedError>
+    {
+        let known = self.feeds.lock().get(&region).and_then(|f| f.host.clone());
+        let host = match known {
+            Some(h) => h,
+            None => self.directory.get(region).await?.ok_or(FeedError::NotInDirectory(region))?.host,
+        };
+        let tx = self.link(&host).await?;
+        let (request, rx) = self.changes.register(&host).ok_or(FeedError::TooManyChanges)?;
+        if tx.send(&LinkMsg::Change { region, request, input: input(request) }) {
+            Ok((request, rx))
+        } else {
+            self.changes.forget(request);
             Err(FeedError::LinkBusy(host))
         }
     }
@@ -399,6 +429,7 @@ impl Feeds {
                         tokio::spawn(async move { feeds.on_not_here(&host, region, owner).await });
                     }
                     LinkMsg::Error { message } => tracing::warn!(host, "host says: {message}"),
+                    LinkMsg::ChangeDone { request, result } => feeds.changes.on_done(request, result),
                     _ => {}
                 }
             }
@@ -478,6 +509,7 @@ impl Feeds {
     fn on_link_lost(&self, host: &str) {
         tracing::warn!(host, "link to host lost; re-subscribing its regions");
         self.links.lock().remove(host);
+        self.changes.fail_host(host);
         let orphans: Vec<RegionId> = self
             .feeds
             .lock()

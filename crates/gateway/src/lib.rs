@@ -8,6 +8,7 @@
 //! HTTP surface: `GET /ws` (the WebSocket of docs/protocol.md), `GET /guest?name=NAME` (mints
 //! a guest token, unless disabled in [`GatewayConfig::guest_tokens`]) and `GET /health`.
 
+mod changes;
 pub mod feed;
 pub mod limits;
 mod session;

@@ -57,3 +57,10 @@ pub const MAX_CLIENT_MSGS_PER_SEC: u32 = 60;
 
 /// Shortest secret accepted for signing or verifying session tokens, in bytes.
 pub const MIN_TOKEN_SECRET_BYTES: usize = 16;
+
+/// Most `create`/`edit`/`delete` requests of one session waiting for their `ack` or
+/// `refused`; beyond it a request is refused with `try_again` at once.
+pub const MAX_PENDING_CHANGES: usize = 64;
+/// Longest the gateway waits for a change's outcome before answering `refused` with
+/// `unknown`, in seconds.
+pub const CHANGE_TIMEOUT_SECS: u64 = 30;

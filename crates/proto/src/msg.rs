@@ -6,7 +6,9 @@
 //! variants or fields is a protocol change (bump `PROTOCOL_VERSION`).
 
 use serde::{Deserialize, Serialize};
-use world::{Controls, EntityId, RegionId};
+use world::{Controls, EntityId, ObjectEdit, RegionId};
+
+use crate::change::{validate_edit, NewObject, Refusal};
 
 use crate::codec::Encoding;
 use crate::entity::EntityUpdate;
@@ -29,7 +31,7 @@ pub struct Hello {
 }
 
 /// Client → gateway.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientMsg {
     Hello(Hello),
@@ -56,6 +58,25 @@ pub enum ClientMsg {
     Ping {
         nonce: u64,
     },
+    /// Creates an object in the avatar's region; answered by `ack` (with the new id) once
+    /// the change is durable, or by `refused`. `request_id` is the client's, echoed back.
+    Create {
+        request_id: u64,
+        object: NewObject,
+    },
+    /// Changes fields of an object within reach (absent fields stay as they are).
+    Edit {
+        request_id: u64,
+        #[serde(with = "wire::id")]
+        object: EntityId,
+        edit: ObjectEdit,
+    },
+    /// Deletes an object within reach (a linkset root takes its children with it).
+    Delete {
+        request_id: u64,
+        #[serde(with = "wire::id")]
+        object: EntityId,
+    },
 }
 
 impl ClientMsg {
@@ -69,6 +90,9 @@ impl ClientMsg {
             ClientMsg::Sit { .. } => "sit",
             ClientMsg::Stand {} => "stand",
             ClientMsg::Ping { .. } => "ping",
+            ClientMsg::Create { .. } => "create",
+            ClientMsg::Edit { .. } => "edit",
+            ClientMsg::Delete { .. } => "delete",
         }
     }
 
@@ -97,9 +121,12 @@ impl ClientMsg {
                 }
                 validate_chat_text(text)
             }
+            ClientMsg::Create { object, .. } => object.validate(),
+            ClientMsg::Edit { edit, .. } => validate_edit(edit),
             ClientMsg::Touch { .. }
             | ClientMsg::Sit { .. }
             | ClientMsg::Stand {}
+            | ClientMsg::Delete { .. }
             | ClientMsg::Ping { .. } => Ok(()),
         }
     }
@@ -198,6 +225,25 @@ pub enum ServerMsg {
         /// What happened, for people.
         message: String,
     },
+    /// A `create`, `edit` or `delete` is done: applied by the region and, when `durable`,
+    /// written to its store's log (it survives the death of its host). Without a store the
+    /// region only applied it (`durable` is false).
+    Ack {
+        request_id: u64,
+        /// The object created, edited or deleted.
+        #[serde(with = "wire::id")]
+        object: EntityId,
+        /// The region tick that applied it.
+        tick: u64,
+        durable: bool,
+    },
+    /// A `create`, `edit` or `delete` was not acknowledged; `reason` says whether anything
+    /// changed. The session goes on.
+    Refused {
+        request_id: u64,
+        reason: Refusal,
+        message: String,
+    },
 }
 
 impl ServerMsg {
@@ -211,6 +257,8 @@ impl ServerMsg {
             ServerMsg::Chat { .. } => "chat",
             ServerMsg::Pong { .. } => "pong",
             ServerMsg::ScriptError { .. } => "script_error",
+            ServerMsg::Ack { .. } => "ack",
+            ServerMsg::Refused { .. } => "refused",
         }
     }
 
@@ -297,6 +345,15 @@ impl ServerMsg {
                 }
                 Ok(())
             }
+            ServerMsg::Refused { message, .. } => {
+                if message.len() > MAX_ERROR_MESSAGE_BYTES {
+                    return Err(invalid(format!(
+                        "refusal message longer than {MAX_ERROR_MESSAGE_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
+            ServerMsg::Ack { .. } => Ok(()),
         }
     }
 }

@@ -149,8 +149,48 @@ fn script_error_example() -> ServerMsg {
     }
 }
 
+fn lamp() -> NewObject {
+    NewObject {
+        name: "Lamp".into(),
+        shape: Shape::Cylinder,
+        pos: Vec3::new(120.0, 130.0, 22.0),
+        rot: Quat::IDENTITY,
+        scale: Vec3::new(0.3, 0.3, 1.5),
+        physical: false,
+        text: String::new(),
+    }
+}
+
+const LAMP: EntityId = EntityId((1 << 48) | (1 << 32) | 6);
+
+/// The changes made on purpose, and their answers.
+fn change_examples() -> Vec<String> {
+    vec![
+        json_client(&ClientMsg::Create { request_id: 1, object: lamp() }),
+        json_server(&ServerMsg::Ack { request_id: 1, object: LAMP, tick: 5020, durable: true }),
+        json_client(&ClientMsg::Edit {
+            request_id: 2,
+            object: LAMP,
+            edit: world::ObjectEdit { text: Some("On".into()), ..Default::default() },
+        }),
+        json_server(&ServerMsg::Ack { request_id: 2, object: LAMP, tick: 5023, durable: true }),
+        json_client(&ClientMsg::Delete { request_id: 3, object: LAMP }),
+        json_server(&ServerMsg::Refused {
+            request_id: 3,
+            reason: Refusal::TryAgain,
+            message: "region (1, 1) is moving to another host; send the change again in a moment".into(),
+        }),
+    ]
+}
+
 /// Examples shown outside the session.
 fn other_examples() -> Vec<String> {
+    let mut all = change_examples();
+    all.extend(other_examples_before_changes());
+    all
+}
+
+fn other_examples_before_changes() -> Vec<String> {
     vec![
         json_client(&ClientMsg::Hello(Hello { encoding: Some(Encoding::Json), ..Hello::new("TOKEN") })),
         json_client(&ClientMsg::Controls(world::Controls {
@@ -323,6 +363,8 @@ fn the_documented_variant_indices_are_the_real_ones() {
         ServerMsg::Chat { from: ADA, name: String::new(), channel: 0, text: String::new() },
         ServerMsg::Pong { nonce: 0 },
         script_error_example(),
+        ServerMsg::Ack { request_id: 0, object: LAMP, tick: 0, durable: false },
+        ServerMsg::Refused { request_id: 0, reason: Refusal::Rejected, message: String::new() },
     ];
     let row: Vec<String> = server
         .iter()
@@ -344,6 +386,10 @@ fn the_documented_variant_indices_are_the_real_ones() {
     assert_eq!(postcard::to_stdvec(&motion).unwrap()[0], 1, "motion is 1");
     assert_eq!(postcard::to_stdvec(&EntityKind::Object { physical: false }).unwrap(), vec![0, 0]);
     assert_eq!(postcard::to_stdvec(&Encoding::Binary).unwrap(), vec![1]);
+    let refusals = [Refusal::Rejected, Refusal::TryAgain, Refusal::Unknown];
+    for (i, r) in refusals.iter().enumerate() {
+        assert_eq!(postcard::to_stdvec(r).unwrap(), vec![i as u8]);
+    }
 }
 
 fn common_client() -> Vec<ClientMsg> {
@@ -355,6 +401,9 @@ fn common_client() -> Vec<ClientMsg> {
         ClientMsg::Sit { object: BENCH },
         ClientMsg::Stand {},
         ClientMsg::Ping { nonce: 0 },
+        ClientMsg::Create { request_id: 0, object: lamp() },
+        ClientMsg::Edit { request_id: 0, object: LAMP, edit: world::ObjectEdit::default() },
+        ClientMsg::Delete { request_id: 0, object: LAMP },
     ]
 }
 

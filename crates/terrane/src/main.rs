@@ -3,6 +3,7 @@
 mod bench;
 mod bench_migrate;
 mod bench_placement;
+mod bench_store;
 mod cluster;
 mod cluster_view;
 mod demo;
