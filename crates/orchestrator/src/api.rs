@@ -67,6 +67,9 @@ async fn report(
     if r.regions.len() > directory::report::MAX_REPORTED_REGIONS {
         return fail(StatusCode::BAD_REQUEST, "too many regions in one report");
     }
+    if r.shared_store.as_ref().is_some_and(|s| s.len() > crate::limits::MAX_STORE_NAME_BYTES) {
+        return fail(StatusCode::BAD_REQUEST, "the shared store's name is too long");
+    }
     o.report(r);
     StatusCode::NO_CONTENT.into_response()
 }

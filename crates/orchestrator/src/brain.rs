@@ -190,6 +190,12 @@ impl Brain {
         self.record(now_ms, text, None);
     }
 
+    /// Keeps a line about how an action is carried out (e.g. which state a failover restarted
+    /// from) among the decisions.
+    pub fn note(&mut self, now_ms: u64, text: String) {
+        self.decide(now_ms, text);
+    }
+
     fn record(&mut self, now_ms: u64, text: String, step: Option<MoveStep>) {
         tracing::info!(target: "orchestrator", "{text}");
         if self.decisions.len() >= MAX_DECISIONS {

@@ -23,6 +23,7 @@ fn report() -> HostReport {
         host: HostRecord { name: "127.0.0.1:9".into(), api: "http://127.0.0.1:10".into(), cores: 2 },
         load_milli: 10,
         regions: vec![],
+        shared_store: None,
     }
 }
 

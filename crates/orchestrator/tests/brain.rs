@@ -79,7 +79,12 @@ impl Cluster {
                 .collect();
             self.brain.handle_report(
                 self.now,
-                HostReport { host: record(h, if h == "small" { 1 } else { 2 }), load_milli: 100, regions },
+                HostReport {
+                    host: record(h, if h == "small" { 1 } else { 2 }),
+                    load_milli: 100,
+                    regions,
+                    shared_store: None,
+                },
             );
         }
         self.brain.poll_actions(self.now)
@@ -245,7 +250,12 @@ fn a_report_from_a_host_that_no_longer_owns_a_region_does_not_count() {
     // A stale report from the old owner claims a crowd again.
     c.brain.handle_report(
         c.now,
-        HostReport { host: record("small", 1), load_milli: 0, regions: vec![load(club, 150, 9.0)] },
+        HostReport {
+            host: record("small", 1),
+            load_milli: 0,
+            regions: vec![load(club, 150, 9.0)],
+            shared_store: None,
+        },
     );
     let st = c.brain.status(c.now);
     let r = st.regions.iter().find(|r| r.region == club).unwrap();
@@ -284,7 +294,10 @@ fn a_host_taken_for_dead_that_comes_back_has_its_stale_copies_fenced() {
         c.brain.handle_placements(c.now, c.owner.clone());
         let still: Vec<RegionReport> =
             stale.iter().filter(|r| !fenced.contains(&r.region)).cloned().collect();
-        c.brain.handle_report(c.now, HostReport { host: record("small", 1), load_milli: 0, regions: still });
+        c.brain.handle_report(
+            c.now,
+            HostReport { host: record("small", 1), load_milli: 0, regions: still, shared_store: None },
+        );
         for a in c.brain.poll_actions(c.now) {
             match a {
                 Action::Fence { region, host, api } => {
