@@ -358,6 +358,27 @@ impl Brain {
         Ok(status)
     }
 
+    /// Lets a drained (or draining) host take regions again: a running drain stops starting
+    /// migrations (one already in flight finishes), and the policy may place regions on it.
+    /// Returns the drain it ended, if any.
+    pub fn request_undrain(&mut self, now_ms: u64, host: &str) -> Result<Option<DrainStatus>, DrainError> {
+        let Some(h) = self.hosts.get_mut(host).filter(|h| h.alive) else {
+            return Err(DrainError::UnknownHost(host.to_string()));
+        };
+        let was_draining = std::mem::replace(&mut h.draining, false);
+        let ended = self.drains.remove(host).map(|d| d.status);
+        let text = match &ended {
+            Some(d) if d.phase == DrainPhase::Running => format!(
+                "undrain of {host}: its drain stops after {} of {} regions moved; it takes regions again",
+                d.moved, d.regions_at_start
+            ),
+            _ if was_draining => format!("undrain of {host}: it takes regions again"),
+            _ => format!("undrain of {host}: it was not drained (nothing changes)"),
+        };
+        self.decide(now_ms, text);
+        Ok(ended)
+    }
+
     pub fn drain_status(&self, host: &str) -> Option<DrainStatus> {
         self.drains.get(host).map(|d| d.status.clone())
     }

@@ -173,6 +173,13 @@ impl Orchestrator {
         s
     }
 
+    /// Lets a drained host take regions again (see [`Brain::request_undrain`]).
+    pub fn undrain(&self, host: &str) -> Result<Option<brain::DrainStatus>, brain::DrainError> {
+        let s = self.brain.lock().request_undrain(self.now_ms(), host);
+        self.wake.notify_one();
+        s
+    }
+
     pub fn drain_status(&self, host: &str) -> Option<brain::DrainStatus> {
         self.brain.lock().drain_status(host)
     }

@@ -315,3 +315,61 @@ fn a_host_taken_for_dead_that_comes_back_has_its_stale_copies_fenced() {
     let st = c.brain.status(c.now);
     assert!(st.regions.iter().all(|r| r.host == "big"), "the owners stay as they are");
 }
+
+/// Drives a drain of `host` to its end, committing every move; the regions moved.
+fn run_drain(c: &mut Cluster, host: &str, to: &str) -> Vec<RegionId> {
+    let mut moved = Vec::new();
+    for _ in 0..40 {
+        for (region, from, dest, reason) in moves(&c.tick(&[], &["small", "big"])) {
+            assert_eq!((from.as_str(), dest.as_str(), reason), (host, to, Reason::Drain));
+            c.commit(region, to);
+            moved.push(region);
+        }
+        if c.brain.drain_status(host).is_none_or(|d| d.phase != DrainPhase::Running) {
+            break;
+        }
+    }
+    moved
+}
+
+#[test]
+fn an_undrained_host_takes_regions_again() {
+    let mut c = Cluster::new();
+    c.tick(&[], &["small", "big"]);
+    c.brain.request_drain(c.now, "small").unwrap();
+    assert_eq!(run_drain(&mut c, "small", "big").len(), 9);
+    // Drained: the other host cannot be emptied onto it.
+    c.brain.request_drain(c.now, "big").unwrap();
+    c.tick(&[], &["small", "big"]);
+    assert!(matches!(c.brain.drain_status("big").unwrap().phase, DrainPhase::Failed(_)));
+    c.brain.request_undrain(c.now, "big").unwrap();
+
+    let ended = c.brain.request_undrain(c.now, "small").unwrap();
+    assert_eq!(ended.map(|d| d.phase), Some(DrainPhase::Done), "the finished drain is reported");
+    assert!(c.brain.drain_status("small").is_none());
+    let st = c.brain.status(c.now);
+    assert!(st.hosts.iter().all(|h| !h.draining), "{:?}", st.hosts);
+    assert!(st.decisions.iter().any(|d| d.text.starts_with("undrain of small")), "{:?}", st.decisions);
+
+    c.brain.request_drain(c.now, "big").unwrap();
+    assert_eq!(run_drain(&mut c, "big", "small").len(), 9, "every region goes back to the undrained host");
+    assert_eq!(c.brain.drain_status("big").unwrap().phase, DrainPhase::Done);
+    assert!(c.brain.request_undrain(c.now, "nobody").is_err(), "undraining an unknown host is refused");
+}
+
+#[test]
+fn an_undrain_stops_a_running_drain() {
+    let mut c = Cluster::new();
+    c.tick(&[], &["small", "big"]);
+    c.brain.request_drain(c.now, "small").unwrap();
+    let first = moves(&c.tick(&[], &["small", "big"]));
+    assert_eq!(first.len(), 1, "{first:?}");
+    let ended = c.brain.request_undrain(c.now, "small").unwrap().expect("a drain was running");
+    assert_eq!(ended.phase, DrainPhase::Running);
+    // The migration in flight still ends; nothing more leaves for the drain.
+    c.commit(first[0].0, "big");
+    for _ in 0..10 {
+        let more = moves(&c.tick(&[], &["small", "big"]));
+        assert!(more.iter().all(|m| m.3 != Reason::Drain), "the drain went on: {more:?}");
+    }
+}
