@@ -34,4 +34,9 @@ pub struct HostReport {
     /// Tick time used per second of wall time over the window, in millicores (1000 = a core).
     pub load_milli: u64,
     pub regions: Vec<RegionReport>,
+    /// The durable store the host keeps its regions in, when other hosts can reach it too
+    /// (e.g. `postgres://127.0.0.1:5432/terrane`, no credentials): a host sharing it can
+    /// restart this host's regions from their checkpoint and write-ahead log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_store: Option<String>,
 }

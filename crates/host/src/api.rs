@@ -138,6 +138,7 @@ fn routes() -> Router<ApiState> {
         .route("/regions/{region}/migrate", axum::routing::post(migrate))
         .route("/regions/{region}/snapshot", get(snapshot))
         .route("/regions/{region}/restore", axum::routing::post(restore))
+        .route("/regions/{region}/recover", axum::routing::post(recover))
         .route("/regions/{region}/changes", axum::routing::post(change))
         .route("/migrations", get(migrations))
         .route("/migrations/{id}", get(migration))
@@ -265,6 +266,46 @@ async fn restore(State(s): State<ApiState>, Path(region): Path<String>, body: ax
     };
     match result {
         Ok(()) => (StatusCode::CREATED, Json(s.host.stats(id).ok())).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Body of the answer to `POST /regions/X,Y/recover`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoverAnswer {
+    pub region: RegionId,
+    #[serde(flatten)]
+    pub rebuilt: crate::durable::Rebuilt,
+}
+
+/// Restarts a region here from what this host's store holds (its newest checkpoint and the
+/// write-ahead log after it) and takes it over in the directory: the failover path when the
+/// dead owner shared the store. 404 when this host has no store or it holds nothing for the
+/// region (the caller falls back to a snapshot), so a region is never started empty here.
+async fn recover(State(s): State<ApiState>, Path(region): Path<String>) -> Response {
+    let id = match parse_region(&region) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if s.host.region_ids().contains(&id) {
+        return HostError::AlreadyLoaded(id).into_response();
+    }
+    let host = s.host.clone();
+    let (state, rebuilt) = match tokio::task::spawn_blocking(move || host.recover_stored(id)).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) if s.host.durability().is_none() => {
+            return fail(StatusCode::NOT_FOUND, "this host keeps no store: nothing to recover from")
+        }
+        Ok(Ok(None)) => return fail(StatusCode::NOT_FOUND, format!("the store holds nothing for {id}")),
+        Ok(Err(e)) => return e.into_response(),
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let result = match &s.net {
+        Some(net) => net.take_over(state).await,
+        None => s.host.load(state).map_err(NetError::from),
+    };
+    match result {
+        Ok(()) => (StatusCode::CREATED, Json(RecoverAnswer { region: id, rebuilt })).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -31,12 +31,28 @@ pub const MAX_PENDING_ACKS: usize = crate::MAX_QUEUED_INPUTS;
 #[derive(Clone, Debug)]
 pub struct DurableConfig {
     pub checkpoint_period: Duration,
+    /// The name other hosts know this store by when they can reach it too (a PostgreSQL
+    /// server, without credentials); `None` for a store only this host reads (the embedded
+    /// one). Reported to the orchestrator, which restarts a dead host's regions from the store
+    /// on a host that shares it.
+    pub shared_as: Option<String>,
 }
 
 impl Default for DurableConfig {
     fn default() -> Self {
-        DurableConfig { checkpoint_period: DEFAULT_CHECKPOINT_PERIOD }
+        DurableConfig { checkpoint_period: DEFAULT_CHECKPOINT_PERIOD, shared_as: None }
     }
+}
+
+/// What a recovery from the store rebuilt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuilt {
+    /// The log position the checkpoint it started from covers (0: no checkpoint decoded).
+    pub checkpoint_seq: u64,
+    /// Log records replayed on top of it.
+    pub replayed: u64,
+    /// The region's tick after the rebuild.
+    pub tick: u64,
 }
 
 /// What a durable input's sender learns once the change is durable.
@@ -232,11 +248,25 @@ impl Durability {
     /// Rebuilds a region from its store: the newest checkpoint that decodes, then the log
     /// after it, each record checked; `None` when nothing is stored for it.
     pub fn recover(&self, id: RegionId, fresh: impl FnOnce() -> Region) -> Result<Option<Region>, String> {
+        Ok(self.recover_with_info(id, fresh)?.map(|(r, _)| r))
+    }
+
+    /// Like [`Durability::recover`], and says what the rebuild started from.
+    pub fn recover_with_info(
+        &self,
+        id: RegionId,
+        fresh: impl FnOnce() -> Region,
+    ) -> Result<Option<(Region, Rebuilt)>, String> {
         let rec = self.recovered(id)?;
         if rec.checkpoints.is_empty() && rec.log.is_empty() {
             return Ok(None);
         }
         Ok(Some(rebuild(id, &rec, fresh)))
+    }
+
+    /// The name other hosts reach this store by, when they can (see [`DurableConfig`]).
+    pub fn shared_as(&self) -> Option<&str> {
+        self.config.shared_as.as_deref()
     }
 
     /// Called on the tick thread right after a tick: queues the tick's record and the acks of
@@ -317,7 +347,7 @@ impl Durability {
 
 /// The checkpoint-plus-log rebuild: newest checkpoint that decodes, then every record after it
 /// that decodes, replays and matches its hash; the first that does not ends the replay.
-fn rebuild(id: RegionId, rec: &Recovered, fresh: impl FnOnce() -> Region) -> Region {
+fn rebuild(id: RegionId, rec: &Recovered, fresh: impl FnOnce() -> Region) -> (Region, Rebuilt) {
     let mut base: Option<(Region, u64)> = None;
     for c in &rec.checkpoints {
         match Region::from_snapshot(&c.bytes) {
@@ -366,7 +396,8 @@ fn rebuild(id: RegionId, rec: &Recovered, fresh: impl FnOnce() -> Region) -> Reg
         expected += 1;
     }
     tracing::info!(region = %id, checkpoint_covers = covers, replayed, tick = region.tick_number(), "region recovered");
-    region
+    let info = Rebuilt { checkpoint_seq: covers, replayed, tick: region.tick_number() };
+    (region, info)
 }
 
 /// A record to append, the acks it answers, its tick, and what runs once it is committed.
@@ -614,6 +645,22 @@ impl Host {
                 Ok(r)
             }
             Ok(None) => Ok(Region::new(id, seed)),
+            Err(e) => Err(HostError::Store(format!("recovering {id}: {e}"))),
+        }
+    }
+
+    /// Rebuilds a region from what the store holds, for a takeover (a failover from a dead
+    /// host that shared the store): `Ok(None)` when this host has no store or nothing is
+    /// stored for the region. Blocks on the store writer: call off the async runtime.
+    pub fn recover_stored(&self, id: RegionId) -> Result<Option<(Region, Rebuilt)>, HostError> {
+        let Some(d) = self.durability() else { return Ok(None) };
+        let seed = self.shared.config.seed;
+        match d.recover_with_info(id, || Region::new(id, seed)) {
+            Ok(Some(found)) => {
+                d.recovered.lock().push(id);
+                Ok(Some(found))
+            }
+            Ok(None) => Ok(None),
             Err(e) => Err(HostError::Store(format!("recovering {id}: {e}"))),
         }
     }

@@ -140,5 +140,10 @@ pub fn report(host: &Host, record: HostRecord, window: Duration) -> HostReport {
             rate_hz,
         });
     }
-    HostReport { host: record, load_milli: (busy_us_per_s / 1000.0).round() as u64, regions }
+    HostReport {
+        host: record,
+        load_milli: (busy_us_per_s / 1000.0).round() as u64,
+        regions,
+        shared_store: host.durability().and_then(|d| d.shared_as()).map(str::to_string),
+    }
 }

@@ -1,6 +1,6 @@
 //! The orchestrator's HTTP API: `GET /status` (hosts, regions, load, migrations in flight,
 //! drains, recent decisions), `POST /reports` (hosts' load reports), `POST /hosts/NAME/drain`
-//! and `GET /hosts/NAME/drain`. With a control token, the writes need `Authorization: Bearer`.
+//! and `GET /hosts/NAME/drain`, `POST /hosts/NAME/undrain`. With a control token, the writes need `Authorization: Bearer`.
 
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ pub fn router(o: Arc<Orchestrator>) -> Router {
         .route("/status", get(status))
         .route("/reports", post(report))
         .route("/hosts/{name}/drain", post(drain).get(drain_status))
+        .route("/hosts/{name}/undrain", post(undrain))
         .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .with_state(o)
 }
@@ -67,6 +68,9 @@ async fn report(
     if r.regions.len() > directory::report::MAX_REPORTED_REGIONS {
         return fail(StatusCode::BAD_REQUEST, "too many regions in one report");
     }
+    if r.shared_store.as_ref().is_some_and(|s| s.len() > crate::limits::MAX_STORE_NAME_BYTES) {
+        return fail(StatusCode::BAD_REQUEST, "the shared store's name is too long");
+    }
     o.report(r);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -77,6 +81,28 @@ async fn drain(State(o): State<Arc<Orchestrator>>, headers: HeaderMap, Path(name
     }
     match o.drain(&name) {
         Ok(s) => (StatusCode::ACCEPTED, Json(s)).into_response(),
+        Err(e) => fail(StatusCode::NOT_FOUND, e),
+    }
+}
+
+/// Body of the answer to `POST /hosts/NAME/undrain`.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct Undrained {
+    pub host: String,
+    /// The drain this ended (still running, done or failed), if one had been asked for.
+    pub ended_drain: Option<crate::brain::DrainStatus>,
+}
+
+async fn undrain(
+    State(o): State<Arc<Orchestrator>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(refused) = refuse_unauthorized(&o, &headers) {
+        return refused;
+    }
+    match o.undrain(&name) {
+        Ok(ended_drain) => Json(Undrained { host: name, ended_drain }).into_response(),
         Err(e) => fail(StatusCode::NOT_FOUND, e),
     }
 }

@@ -190,6 +190,12 @@ impl Brain {
         self.record(now_ms, text, None);
     }
 
+    /// Keeps a line about how an action is carried out (e.g. which state a failover restarted
+    /// from) among the decisions.
+    pub fn note(&mut self, now_ms: u64, text: String) {
+        self.decide(now_ms, text);
+    }
+
     fn record(&mut self, now_ms: u64, text: String, step: Option<MoveStep>) {
         tracing::info!(target: "orchestrator", "{text}");
         if self.decisions.len() >= MAX_DECISIONS {
@@ -350,6 +356,27 @@ impl Brain {
         self.drains.insert(host.to_string(), Drain { status: status.clone() });
         self.decide(now_ms, format!("drain of {host} requested: {on_it} regions to move off"));
         Ok(status)
+    }
+
+    /// Lets a drained (or draining) host take regions again: a running drain stops starting
+    /// migrations (one already in flight finishes), and the policy may place regions on it.
+    /// Returns the drain it ended, if any.
+    pub fn request_undrain(&mut self, now_ms: u64, host: &str) -> Result<Option<DrainStatus>, DrainError> {
+        let Some(h) = self.hosts.get_mut(host).filter(|h| h.alive) else {
+            return Err(DrainError::UnknownHost(host.to_string()));
+        };
+        let was_draining = std::mem::replace(&mut h.draining, false);
+        let ended = self.drains.remove(host).map(|d| d.status);
+        let text = match &ended {
+            Some(d) if d.phase == DrainPhase::Running => format!(
+                "undrain of {host}: its drain stops after {} of {} regions moved; it takes regions again",
+                d.moved, d.regions_at_start
+            ),
+            _ if was_draining => format!("undrain of {host}: it takes regions again"),
+            _ => format!("undrain of {host}: it was not drained (nothing changes)"),
+        };
+        self.decide(now_ms, text);
+        Ok(ended)
     }
 
     pub fn drain_status(&self, host: &str) -> Option<DrainStatus> {

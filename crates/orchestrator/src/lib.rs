@@ -1,7 +1,9 @@
 //! The orchestrator: the cluster's control plane. It collects the hosts' load reports, reads
 //! the directory (placements, live hosts, changes as they happen), runs the placement policy on
 //! a period and acts on it through the hosts' control APIs: live migrations for busy regions,
-//! packing and drains, restarts from the latest snapshot it holds when a host dies. Every
+//! packing and drains, and restarts when a host dies: from the region's checkpoint and
+//! write-ahead log when the dead host kept them in a store the new host shares, else from the
+//! latest snapshot the orchestrator holds. Every
 //! decision is logged (target `orchestrator`) and kept for `GET /status`.
 //!
 //! The decisions themselves are made by [`brain::Brain`], a state machine without I/O; this
@@ -70,6 +72,8 @@ pub struct Orchestrator {
     directory: Arc<dyn Directory>,
     brain: Mutex<Brain>,
     snapshots: Mutex<HashMap<RegionId, Held>>,
+    /// The shared store each host last reported (hosts without one are absent).
+    stores: Mutex<HashMap<String, String>>,
     client: reqwest::Client,
     config: OrchestratorConfig,
     clock: Instant,
@@ -80,6 +84,14 @@ pub struct Orchestrator {
 #[derive(Deserialize)]
 struct Started {
     id: u64,
+}
+
+/// What a host says it rebuilt from the store (`POST /regions/X,Y/recover`).
+#[derive(Deserialize)]
+struct RecoverAnswer {
+    checkpoint_seq: u64,
+    replayed: u64,
+    tick: u64,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +122,7 @@ impl Orchestrator {
                 b
             }),
             snapshots: Mutex::new(HashMap::new()),
+            stores: Mutex::new(HashMap::new()),
             client,
             config,
             clock,
@@ -139,11 +152,30 @@ impl Orchestrator {
     }
 
     pub fn report(&self, report: directory::report::HostReport) {
+        {
+            let mut stores = self.stores.lock();
+            match &report.shared_store {
+                Some(s) if stores.len() < MAX_HOSTS || stores.contains_key(&report.host.name) => {
+                    stores.insert(report.host.name.clone(), s.clone());
+                }
+                Some(_) => {}
+                None => {
+                    stores.remove(&report.host.name);
+                }
+            }
+        }
         self.brain.lock().handle_report(self.now_ms(), report);
     }
 
     pub fn drain(&self, host: &str) -> Result<brain::DrainStatus, brain::DrainError> {
         let s = self.brain.lock().request_drain(self.now_ms(), host);
+        self.wake.notify_one();
+        s
+    }
+
+    /// Lets a drained host take regions again (see [`Brain::request_undrain`]).
+    pub fn undrain(&self, host: &str) -> Result<Option<brain::DrainStatus>, brain::DrainError> {
+        let s = self.brain.lock().request_undrain(self.now_ms(), host);
         self.wake.notify_one();
         s
     }
@@ -298,36 +330,76 @@ impl Orchestrator {
         Outcome::Failed(format!("migration {id} had no outcome after {MIGRATION_DEADLINE:?}"))
     }
 
-    /// Restarts a region of a dead host on `to_api` from the latest snapshot held.
+    /// Restarts a region of a dead host on `to_api`: from the store both shared when they did
+    /// (every acknowledged change kept), else from the latest snapshot held.
     async fn restore(&self, mv: &placement::Move, to_api: &str) -> Outcome {
+        let shared = {
+            let stores = self.stores.lock();
+            match (stores.get(&mv.from), stores.get(&mv.to)) {
+                (Some(a), Some(b)) if a == b => Some(a.clone()),
+                _ => None,
+            }
+        };
+        let fallback_why = match shared {
+            Some(store) => match self.recover_from_store(mv, to_api, &store).await {
+                Ok(()) => return Outcome::Committed,
+                Err(why) => why,
+            },
+            None => format!("{} and {} share no durable store", mv.from, mv.to),
+        };
+        self.restore_snapshot(mv, to_api, &fallback_why).await
+    }
+
+    /// Asks `to_api` to rebuild the region from the shared store and take it over.
+    async fn recover_from_store(
+        &self,
+        mv: &placement::Move,
+        to_api: &str,
+        store: &str,
+    ) -> Result<(), String> {
+        let url = format!("{to_api}/regions/{}/recover", mv.region);
+        let r = self.authorized(self.client.post(&url)).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = r.status();
+        if !status.is_success() {
+            return Err(format!("{url}: {status}: {}", r.text().await.unwrap_or_default()));
+        }
+        let info: RecoverAnswer = r.json().await.map_err(|e| format!("{url} answered badly: {e}"))?;
+        let text = format!(
+            "fail over {}: restarted on {} from the store {store} (checkpoint at log record {} + {}              records replayed, tick {}): every acknowledged change is kept; lost: motion and              unacknowledged inputs since the last stored tick",
+            mv.region, mv.to, info.checkpoint_seq, info.replayed, info.tick
+        );
+        tracing::warn!(target: "orchestrator", region = %mv.region, "{text}");
+        self.brain.lock().note(self.now_ms(), text);
+        Ok(())
+    }
+
+    /// Restarts a region of a dead host on `to_api` from the latest snapshot held.
+    async fn restore_snapshot(&self, mv: &placement::Move, to_api: &str, why: &str) -> Outcome {
         let held = self.snapshots.lock().get(&mv.region).map(|h| (h.bytes.clone(), h.fetched_ms));
         let now = self.now_ms();
-        let bytes = match held {
+        let (bytes, text) = match held {
             Some((bytes, at)) => {
-                tracing::warn!(
-                    target: "orchestrator",
-                    region = %mv.region,
-                    "restarting {} on {} from its snapshot of {:.1} s ago: motion and every change since \
-                     then are lost (checkpoints and a write-ahead log will narrow this)",
+                let text = format!(
+                    "fail over {}: restarted on {} from the orchestrator's snapshot of {:.1} s ago ({why}): \
+                     motion and every change since then are lost",
                     mv.region,
                     mv.to,
                     now.saturating_sub(at) as f64 / 1000.0
                 );
-                bytes
+                tracing::warn!(target: "orchestrator", region = %mv.region, "{text}");
+                (bytes, text)
             }
             None => {
-                tracing::error!(
-                    target: "orchestrator",
-                    region = %mv.region,
-                    "no snapshot of {} was held: it restarts on {} as a new region from seed {}; \
-                     everything in it is lost",
-                    mv.region,
-                    mv.to,
-                    self.config.world_seed
+                let text = format!(
+                    "fail over {}: no snapshot was held and {why}: it restarts on {} as a new region from \
+                     seed {}; everything in it is lost",
+                    mv.region, mv.to, self.config.world_seed
                 );
-                Arc::new(world::Region::new(mv.region, self.config.world_seed).snapshot())
+                tracing::error!(target: "orchestrator", region = %mv.region, "{text}");
+                (Arc::new(world::Region::new(mv.region, self.config.world_seed).snapshot()), text)
             }
         };
+        self.brain.lock().note(self.now_ms(), text);
         let url = format!("{to_api}/regions/{}/restore", mv.region);
         let req = self.authorized(self.client.post(&url).body(bytes.as_ref().clone()));
         match req.send().await {

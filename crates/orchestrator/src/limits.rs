@@ -35,3 +35,5 @@ pub const DRAIN_CONCURRENCY: usize = 1;
 /// A host that keeps reporting a region the directory gives to another host for this long
 /// (and whose owner has held it this long) has that stale copy unloaded.
 pub const FENCE_AFTER: Duration = Duration::from_secs(3);
+/// Longest shared-store name a host may report (longer: the report is refused).
+pub const MAX_STORE_NAME_BYTES: usize = 512;

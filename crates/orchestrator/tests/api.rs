@@ -23,6 +23,7 @@ fn report() -> HostReport {
         host: HostRecord { name: "127.0.0.1:9".into(), api: "http://127.0.0.1:10".into(), cores: 2 },
         load_milli: 10,
         regions: vec![],
+        shared_store: None,
     }
 }
 
@@ -48,6 +49,18 @@ async fn writes_need_the_control_token_when_one_is_set() {
     let d: serde_json::Value =
         c.get(format!("{base}/hosts/127.0.0.1:9/drain")).send().await.unwrap().json().await.unwrap();
     assert!(d["phase"] == "Running" || d["phase"] == "Done", "{d}");
+    // Undrain: the token again, then the host is no longer draining.
+    let r = c.post(format!("{base}/hosts/127.0.0.1:9/undrain")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "an undrain needs the token too");
+    let r = c.post(format!("{base}/hosts/127.0.0.1:9/undrain")).bearer_auth("sesame").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let u: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(u["host"], "127.0.0.1:9");
+    assert!(u["ended_drain"].is_object(), "{u}");
+    let st: serde_json::Value = c.get(format!("{base}/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(st["hosts"][0]["draining"], false, "{st}");
+    let r = c.get(format!("{base}/hosts/127.0.0.1:9/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the drain is over");
 }
 
 #[tokio::test]
@@ -65,5 +78,7 @@ async fn bad_reports_and_unknown_hosts_are_refused_clearly() {
     let body = r.text().await.unwrap();
     assert!(body.contains("no live host"), "{body}");
     let r = c.get(format!("{base}/hosts/nobody:1/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.post(format!("{base}/hosts/nobody:1/undrain")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }

@@ -79,7 +79,12 @@ impl Cluster {
                 .collect();
             self.brain.handle_report(
                 self.now,
-                HostReport { host: record(h, if h == "small" { 1 } else { 2 }), load_milli: 100, regions },
+                HostReport {
+                    host: record(h, if h == "small" { 1 } else { 2 }),
+                    load_milli: 100,
+                    regions,
+                    shared_store: None,
+                },
             );
         }
         self.brain.poll_actions(self.now)
@@ -245,7 +250,12 @@ fn a_report_from_a_host_that_no_longer_owns_a_region_does_not_count() {
     // A stale report from the old owner claims a crowd again.
     c.brain.handle_report(
         c.now,
-        HostReport { host: record("small", 1), load_milli: 0, regions: vec![load(club, 150, 9.0)] },
+        HostReport {
+            host: record("small", 1),
+            load_milli: 0,
+            regions: vec![load(club, 150, 9.0)],
+            shared_store: None,
+        },
     );
     let st = c.brain.status(c.now);
     let r = st.regions.iter().find(|r| r.region == club).unwrap();
@@ -284,7 +294,10 @@ fn a_host_taken_for_dead_that_comes_back_has_its_stale_copies_fenced() {
         c.brain.handle_placements(c.now, c.owner.clone());
         let still: Vec<RegionReport> =
             stale.iter().filter(|r| !fenced.contains(&r.region)).cloned().collect();
-        c.brain.handle_report(c.now, HostReport { host: record("small", 1), load_milli: 0, regions: still });
+        c.brain.handle_report(
+            c.now,
+            HostReport { host: record("small", 1), load_milli: 0, regions: still, shared_store: None },
+        );
         for a in c.brain.poll_actions(c.now) {
             match a {
                 Action::Fence { region, host, api } => {
@@ -301,4 +314,62 @@ fn a_host_taken_for_dead_that_comes_back_has_its_stale_copies_fenced() {
     assert_eq!(fenced, all, "every stale copy is unloaded, once");
     let st = c.brain.status(c.now);
     assert!(st.regions.iter().all(|r| r.host == "big"), "the owners stay as they are");
+}
+
+/// Drives a drain of `host` to its end, committing every move; the regions moved.
+fn run_drain(c: &mut Cluster, host: &str, to: &str) -> Vec<RegionId> {
+    let mut moved = Vec::new();
+    for _ in 0..40 {
+        for (region, from, dest, reason) in moves(&c.tick(&[], &["small", "big"])) {
+            assert_eq!((from.as_str(), dest.as_str(), reason), (host, to, Reason::Drain));
+            c.commit(region, to);
+            moved.push(region);
+        }
+        if c.brain.drain_status(host).is_none_or(|d| d.phase != DrainPhase::Running) {
+            break;
+        }
+    }
+    moved
+}
+
+#[test]
+fn an_undrained_host_takes_regions_again() {
+    let mut c = Cluster::new();
+    c.tick(&[], &["small", "big"]);
+    c.brain.request_drain(c.now, "small").unwrap();
+    assert_eq!(run_drain(&mut c, "small", "big").len(), 9);
+    // Drained: the other host cannot be emptied onto it.
+    c.brain.request_drain(c.now, "big").unwrap();
+    c.tick(&[], &["small", "big"]);
+    assert!(matches!(c.brain.drain_status("big").unwrap().phase, DrainPhase::Failed(_)));
+    c.brain.request_undrain(c.now, "big").unwrap();
+
+    let ended = c.brain.request_undrain(c.now, "small").unwrap();
+    assert_eq!(ended.map(|d| d.phase), Some(DrainPhase::Done), "the finished drain is reported");
+    assert!(c.brain.drain_status("small").is_none());
+    let st = c.brain.status(c.now);
+    assert!(st.hosts.iter().all(|h| !h.draining), "{:?}", st.hosts);
+    assert!(st.decisions.iter().any(|d| d.text.starts_with("undrain of small")), "{:?}", st.decisions);
+
+    c.brain.request_drain(c.now, "big").unwrap();
+    assert_eq!(run_drain(&mut c, "big", "small").len(), 9, "every region goes back to the undrained host");
+    assert_eq!(c.brain.drain_status("big").unwrap().phase, DrainPhase::Done);
+    assert!(c.brain.request_undrain(c.now, "nobody").is_err(), "undraining an unknown host is refused");
+}
+
+#[test]
+fn an_undrain_stops_a_running_drain() {
+    let mut c = Cluster::new();
+    c.tick(&[], &["small", "big"]);
+    c.brain.request_drain(c.now, "small").unwrap();
+    let first = moves(&c.tick(&[], &["small", "big"]));
+    assert_eq!(first.len(), 1, "{first:?}");
+    let ended = c.brain.request_undrain(c.now, "small").unwrap().expect("a drain was running");
+    assert_eq!(ended.phase, DrainPhase::Running);
+    // The migration in flight still ends; nothing more leaves for the drain.
+    c.commit(first[0].0, "big");
+    for _ in 0..10 {
+        let more = moves(&c.tick(&[], &["small", "big"]));
+        assert!(more.iter().all(|m| m.3 != Reason::Drain), "the drain went on: {more:?}");
+    }
 }

@@ -40,8 +40,10 @@ impl DataArgs {
             self.checkpoint_every.is_finite() && self.checkpoint_every > 0.0,
             "--checkpoint-every must be a positive number of seconds"
         );
-        let config =
-            DurableConfig { checkpoint_period: std::time::Duration::from_secs_f64(self.checkpoint_every) };
+        let config = DurableConfig {
+            checkpoint_period: std::time::Duration::from_secs_f64(self.checkpoint_every),
+            shared_as: self.store.as_deref().map(store_name),
+        };
         let fresh = self.fresh;
         let opener: host::durable::StoreOpener = match &self.store {
             Some(url) => {
@@ -77,9 +79,51 @@ impl DataArgs {
     }
 }
 
+/// How a PostgreSQL store is named to the cluster: the URL without user or password
+/// (`postgres://user:secret@h:5432/db?x=y` → `postgres://h:5432/db`), or a key=value
+/// connection string's host, port and dbname. Hosts whose stores have the same name share one.
+pub fn store_name(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let server = authority.rsplit_once('@').map_or(authority, |(_, s)| s);
+        let db = path.split('?').next().unwrap_or("");
+        return format!("{scheme}://{server}/{db}");
+    }
+    let keep = ["host", "hostaddr", "port", "dbname"];
+    let mut parts: Vec<&str> = url
+        .split_whitespace()
+        .filter(|kv| kv.split_once('=').is_some_and(|(k, _)| keep.contains(&k)))
+        .collect();
+    parts.sort_unstable();
+    parts.join(" ")
+}
+
 fn forget_all(s: &mut dyn store::Store) -> Result<(), store::StoreError> {
     for r in s.regions()? {
         s.forget(r)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store_name;
+
+    #[test]
+    fn a_store_is_named_without_its_credentials() {
+        assert_eq!(
+            store_name("postgres://terrane:s3cret@10.0.0.5:5432/world?sslmode=disable"),
+            "postgres://10.0.0.5:5432/world"
+        );
+        assert_eq!(
+            store_name("postgres://terrane@127.0.0.1:5432/postgres"),
+            "postgres://127.0.0.1:5432/postgres"
+        );
+        assert_eq!(store_name("postgresql://db.local"), "postgresql://db.local/");
+        assert_eq!(
+            store_name("user=t password=x host=db port=5433 dbname=w"),
+            store_name("dbname=w port=5433 host=db password=y")
+        );
+        assert!(!store_name("user=t password=x host=db").contains('x'));
+    }
 }

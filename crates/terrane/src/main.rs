@@ -54,6 +54,8 @@ enum Command {
     Status(ops::StatusArgs),
     /// Move every region off a host by live migration (nobody is kicked), then it can stop.
     Drain(ops::DrainArgs),
+    /// Let a drained host take regions again (a drain still running stops).
+    Undrain(ops::UndrainArgs),
     /// Move a running region to another host by live migration, showing its progress.
     Migrate(migrate_cmd::MigrateArgs),
     /// Run a gateway: the clients' edge (WebSocket at /ws, guest tokens at /guest?name=).
@@ -160,6 +162,7 @@ fn main() {
         Command::Orchestrator(args) => orchestrator_cmd::run(args),
         Command::Status(args) => ops::status(args),
         Command::Drain(args) => ops::drain(args),
+        Command::Undrain(args) => ops::undrain(args),
         Command::Migrate(args) => migrate_cmd::migrate(args),
         Command::Gateway(args) => run_gateway(args),
         Command::Bot(args) => run_bot(args),

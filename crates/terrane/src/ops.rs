@@ -1,5 +1,6 @@
-//! `terrane status` and `terrane drain HOST`: the operator's view of the cluster and the way to
-//! empty a host before stopping it, both through the orchestrator's API.
+//! `terrane status`, `terrane drain HOST` and `terrane undrain HOST`: the operator's view of the
+//! cluster, the way to empty a host before stopping it and to let it take regions again, all
+//! through the orchestrator's API.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,35 @@ pub struct DrainArgs {
     /// Print the final drain status as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct UndrainArgs {
+    /// The drained host, by its name (its link address, as `terrane status` lists it).
+    pub host: String,
+    #[arg(long, default_value = DEFAULT_ORCHESTRATOR, value_name = "URL")]
+    pub orchestrator: String,
+    #[arg(long, env = "TERRANE_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+}
+
+/// `terrane undrain HOST`: a drained host takes regions again (a running drain stops).
+pub fn undrain(args: UndrainArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let base = args.orchestrator.trim_end_matches('/').to_string();
+    let url = format!("{base}/hosts/{}/undrain", args.host);
+    let mut req = client()?.post(&url);
+    if let Some(t) = args.control_token.as_deref().filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(t);
+    }
+    let answer: orchestrator::api::Undrained = rt.block_on(answer(req, &format!("POST {url}")))?;
+    match answer.ended_drain {
+        Some(d) if d.phase == DrainPhase::Running => {
+            println!("{} takes regions again; its drain stopped ({})", answer.host, drain_line(&d))
+        }
+        _ => println!("{} takes regions again", answer.host),
+    }
+    Ok(())
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
