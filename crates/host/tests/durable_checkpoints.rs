@@ -34,7 +34,7 @@ fn checkpoints_built_from_deltas_recover_the_region_as_it_was() {
     let path = data.path().to_path_buf();
     let d = Durability::start(
         Box::new(move || Ok(Box::new(SqliteStore::open_dir(&path)?) as Box<dyn Store>)),
-        DurableConfig { checkpoint_period: Duration::from_millis(30) },
+        DurableConfig { checkpoint_period: Duration::from_millis(30), ..Default::default() },
     )
     .unwrap();
     let host = Host::start(HostConfig { cores: 1, seed: 5 });

@@ -227,7 +227,7 @@ fn start_durable(
             source: std::io::Error::other("the store was opened twice"),
         })
     });
-    let d = Durability::start(opener, DurableConfig { checkpoint_period: period })?;
+    let d = Durability::start(opener, DurableConfig { checkpoint_period: period, ..Default::default() })?;
     let host = Host::start(HostConfig { cores, seed: 1 });
     host.set_durability(d.clone());
     Ok((host, d))
