@@ -223,8 +223,7 @@ fn web_pages(nodes: &[Node], directory: Arc<dyn Directory>, token: &str) -> anyh
             api: format!("http://{}", n.api),
         })
         .collect();
-    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?
-        .with_orchestrator(&format!("http://{}", nodes[0].api));
+    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?;
     Ok(web::router(Arc::new(view), web::WebConfig { control_token: Some(token.to_string()) }))
 }
 
