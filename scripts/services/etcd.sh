@@ -7,22 +7,11 @@ CARGO_FEATURES+=(directory/etcd)
 ETCD_PID=""
 ETCD_DIR=""
 
-# A port nothing listens on (checked by trying to connect to it).
-etcd_free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-}
 
 etcd_start() {
   local client_port peer_port
-  client_port=$(etcd_free_port)
-  peer_port=$(etcd_free_port)
+  client_port=$(free_port)
+  peer_port=$(free_port)
   ETCD_DIR=$(mktemp -d /tmp/terrane-etcd.XXXXXX)
   etcd --name terrane-test --data-dir "$ETCD_DIR/data" \
     --listen-client-urls "http://127.0.0.1:$client_port" \

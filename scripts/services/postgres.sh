@@ -3,18 +3,7 @@
 # (initdb refuses root). Sourced by scripts/test.
 NEEDED_PACKAGES+=(postgresql)
 
-# A port nothing listens on (unless TERRANE_PG_PORT names one): another cluster may be running.
-postgres_free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-}
-TERRANE_PG_PORT="${TERRANE_PG_PORT:-$(postgres_free_port)}"
+TERRANE_PG_PORT="${TERRANE_PG_PORT:-$(free_port)}"
 
 postgres_bin() {
   local d

@@ -34,7 +34,11 @@ export async function startTerrane(extraArgs = []) {
   const child = spawn(
     bin,
     // --no-autoplace: the tests move regions themselves; the orchestrator only drains and fails over.
-    ["run", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--for", "10m", "--objects", "60", "--no-autoplace", ...extraArgs],
+    // --fresh in a data directory of its own: each test starts from the same new world.
+    [
+      "run", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--for", "10m", "--objects", "60",
+      "--no-autoplace", "--fresh", "--data", mkdtempSync(join(tmpdir(), "terrane-browser-")), ...extraArgs,
+    ],
     { stdio: ["ignore", "pipe", "inherit"], env },
   );
   const lines = createInterface({ input: child.stdout });

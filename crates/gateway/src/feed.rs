@@ -17,7 +17,7 @@ use link::{LinkMsg, LinkTx, Role};
 use parking_lot::{Mutex, RwLock};
 use proto::{RegionInfo, ServerMsg};
 use tokio::sync::mpsc;
-use world::{Entity, EntityChange, EntityId, Input, RegionId, Terrain, TickOutput, Vec3};
+use world::{Entity, EntityChange, EntityId, Input, RegionId, ScriptStopped, Terrain, TickOutput, Vec3};
 
 use crate::limits::*;
 
@@ -28,6 +28,10 @@ pub(crate) enum SessionEvent {
     Tick { region: RegionId, output: Arc<TickOutput> },
     /// Chat heard by the session's avatar.
     Chat(ServerMsg),
+    /// A message for this session alone (a script of its agent's stopped), sent as is.
+    Notice(ServerMsg),
+    /// The answer to one of the session's changes (`ack` or `refused`).
+    Reply(ServerMsg),
 }
 
 /// A session's mailbox as feeds see it.
@@ -108,6 +112,8 @@ pub enum FeedError {
     TooManyFeeds,
     #[error("the link to host {0} is full or closed; the input was dropped")]
     LinkBusy(String),
+    #[error("this gateway has MAX_PENDING_CHANGES_TOTAL changes waiting for their hosts")]
+    TooManyChanges,
 }
 
 struct Feed {
@@ -128,7 +134,12 @@ pub(crate) struct FeedCounters {
     pub resubscribes: AtomicU64,
     pub inputs_forwarded: AtomicU64,
     pub inputs_dropped: AtomicU64,
+    /// Script errors told to their owners' sessions.
+    pub script_errors_delivered: AtomicU64,
 }
+
+/// Where sessions are, by agent id: feeds tell owners of scripts that stopped.
+pub(crate) type Owners = Arc<Mutex<HashMap<EntityId, crate::Presence>>>;
 
 pub(crate) struct Feeds {
     me: Weak<Feeds>,
@@ -142,20 +153,23 @@ pub(crate) struct Feeds {
     connecting: tokio::sync::Mutex<()>,
     absent: Mutex<HashMap<RegionId, Instant>>,
     terrain: Mutex<HashMap<RegionId, Arc<RegionInfo>>>,
+    owners: Owners,
     pub counters: FeedCounters,
+    /// Changes forwarded to hosts, waiting for their outcome.
+    pub(crate) changes: crate::changes::Changes,
 }
 
 impl Feeds {
     /// Also follows the directory's watch when called inside a tokio runtime.
-    pub fn new(directory: Arc<dyn Directory>, name: String, world_seed: u32) -> Arc<Feeds> {
-        let feeds = Feeds::unwatched(directory, name, world_seed);
+    pub fn new(directory: Arc<dyn Directory>, name: String, world_seed: u32, owners: Owners) -> Arc<Feeds> {
+        let feeds = Feeds::unwatched(directory, name, world_seed, owners);
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(follow_directory(Arc::downgrade(&feeds)));
         }
         feeds
     }
 
-    fn unwatched(directory: Arc<dyn Directory>, name: String, world_seed: u32) -> Arc<Feeds> {
+    fn unwatched(directory: Arc<dyn Directory>, name: String, world_seed: u32, owners: Owners) -> Arc<Feeds> {
         Arc::new_cyclic(|me| Feeds {
             me: me.clone(),
             directory,
@@ -166,7 +180,9 @@ impl Feeds {
             connecting: tokio::sync::Mutex::new(()),
             absent: Mutex::new(HashMap::new()),
             terrain: Mutex::new(HashMap::new()),
+            owners,
             counters: FeedCounters::default(),
+            changes: crate::changes::Changes::new(),
         })
     }
 
@@ -257,6 +273,29 @@ impl Feeds {
             Ok(())
         } else {
             self.counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(FeedError::LinkBusy(host))
+        }
+    }
+
+    /// Sends a change made on purpose to the region's owner; the receiver gets its outcome.
+    /// The input is built from the gateway's request number (a create's tag).
+    pub(crate) async fn send_change(
+        &self,
+        region: RegionId,
+        input: Box<dyn FnOnce(u64) -> Input + Send>,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<Result<link::ChangeAck, link::ChangeFailed>>), FeedError>
+    {
+        let known = self.feeds.lock().get(&region).and_then(|f| f.host.clone());
+        let host = match known {
+            Some(h) => h,
+            None => self.directory.get(region).await?.ok_or(FeedError::NotInDirectory(region))?.host,
+        };
+        let tx = self.link(&host).await?;
+        let (request, rx) = self.changes.register(&host).ok_or(FeedError::TooManyChanges)?;
+        if tx.send(&LinkMsg::Change { region, request, input: input(request) }) {
+            Ok((request, rx))
+        } else {
+            self.changes.forget(request);
             Err(FeedError::LinkBusy(host))
         }
     }
@@ -442,6 +481,7 @@ impl Feeds {
                         tokio::spawn(async move { feeds.on_not_here(&host, region, owner).await });
                     }
                     LinkMsg::Error { message } => tracing::warn!(host, "host says: {message}"),
+                    LinkMsg::ChangeDone { request, result } => feeds.changes.on_done(request, result),
                     _ => {}
                 }
             }
@@ -452,7 +492,7 @@ impl Feeds {
         Ok(tx)
     }
 
-    fn on_update(&self, host: &str, region: RegionId, output: TickOutput) {
+    fn on_update(&self, host: &str, region: RegionId, mut output: TickOutput) {
         self.counters.updates_in.fetch_add(1, Ordering::Relaxed);
         let mut feeds = self.feeds.lock();
         let Some(feed) = feeds.get_mut(&region) else { return };
@@ -470,8 +510,32 @@ impl Feeds {
         }
         feed.last_update = Some(Instant::now());
         feed.lost = false;
+        let stopped = std::mem::take(&mut output.script_errors);
         let output = Arc::new(output);
         feed.watchers.retain(|w| w.post(SessionEvent::Tick { region, output: output.clone() }));
+        drop(feeds);
+        if !stopped.is_empty() {
+            self.tell_owners(region, stopped);
+        }
+    }
+
+    /// Tells the owners of scripts that stopped, if they have a session here (watching the
+    /// region or not). The region reports each stop once, so each owner hears of it once.
+    fn tell_owners(&self, region: RegionId, stopped: Vec<ScriptStopped>) {
+        let owners = self.owners.lock();
+        for s in stopped {
+            let Some(p) = owners.get(&EntityId(s.owner)).filter(|_| s.owner != 0) else { continue };
+            let msg = ServerMsg::ScriptError {
+                object: s.object,
+                script: s.script.0,
+                region,
+                kind: s.kind,
+                message: s.message,
+            };
+            if p.mailbox.post(SessionEvent::Notice(msg)) {
+                self.counters.script_errors_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     async fn on_not_here(&self, host: &str, region: RegionId, owner: Option<String>) {
@@ -497,6 +561,7 @@ impl Feeds {
     fn on_link_lost(&self, host: &str) {
         tracing::warn!(host, "link to host lost; re-subscribing its regions");
         self.links.lock().remove(host);
+        self.changes.fail_host(host);
         let orphans: Vec<RegionId> = self
             .feeds
             .lock()

@@ -8,6 +8,7 @@
 //! HTTP surface: `GET /ws` (the WebSocket of docs/protocol.md), `GET /guest?name=NAME` (mints
 //! a guest token, unless disabled in [`GatewayConfig::guest_tokens`]) and `GET /health`.
 
+mod changes;
 pub mod feed;
 pub mod limits;
 mod session;
@@ -134,6 +135,9 @@ pub struct GatewayStats {
     pub resubscribes: u64,
     pub inputs_forwarded: u64,
     pub inputs_dropped: u64,
+    /// Script errors told to the sessions of their owners.
+    #[serde(default)]
+    pub script_errors_delivered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +162,7 @@ pub(crate) struct Shared {
     config: GatewayConfig,
     secret: Vec<u8>,
     feeds: Arc<Feeds>,
-    sessions: Mutex<HashMap<EntityId, Presence>>,
+    sessions: feed::Owners,
     counters: Counters,
     next_session: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -202,7 +206,8 @@ impl Gateway {
             return Err(GatewayError::DrawDistance(dd));
         }
         let addr = listener.local_addr().map_err(GatewayError::Listener)?;
-        let feeds = Feeds::new(directory, config.name.clone(), config.world_seed);
+        let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let feeds = Feeds::new(directory, config.name.clone(), config.world_seed, sessions.clone());
         if config.subscribe_all {
             let n = feeds.subscribe_all().await?;
             tracing::info!(regions = n, "gateway subscribed the directory's regions");
@@ -212,7 +217,7 @@ impl Gateway {
             config,
             secret,
             feeds,
-            sessions: Mutex::new(HashMap::new()),
+            sessions,
             counters: Counters::default(),
             next_session: AtomicU64::new(1),
             shutdown,
@@ -313,6 +318,7 @@ impl Shared {
             resubscribes: load(&f.resubscribes),
             inputs_forwarded: load(&f.inputs_forwarded),
             inputs_dropped: load(&f.inputs_dropped),
+            script_errors_delivered: load(&f.script_errors_delivered),
         }
     }
 }

@@ -72,3 +72,7 @@ pub const CLOSE_LINGER_MS: u64 = 500;
 /// After a session ends, its avatar's removal is asked again after these waits (ms), in its
 /// home region and the neighbours in view: it may have been crossing a border at the time.
 pub const LEAVE_RETRY_MS: [u64; 3] = [300, 1000, 3000];
+
+/// Most changes (create, edit, delete) this gateway has forwarded and not yet heard back
+/// about, over all sessions; beyond it a change is refused with `try_again`.
+pub const MAX_PENDING_CHANGES_TOTAL: usize = 65_536;

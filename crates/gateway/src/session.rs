@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use world::limits::{ACTIVE_TICK_HZ, REGION_SIZE};
 use world::{EntityId, Input, RegionId, Vec3};
 
+use crate::changes::{self, ChangeRequest};
 use crate::feed::{Mailbox, SessionEvent, SharedMirror};
 use crate::limits::*;
 use crate::view::View;
@@ -249,6 +250,8 @@ struct Session<'a> {
     rate: RateLimit,
     last_scan: Option<(RegionId, Vec3, Instant)>,
     started: Instant,
+    /// The session's changes waiting for their `ack` or `refused`.
+    changes_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<'a> Session<'a> {
@@ -283,6 +286,7 @@ impl<'a> Session<'a> {
             rate: RateLimit::new(),
             last_scan: None,
             started: Instant::now(),
+            changes_in_flight: Arc::default(),
         }
     }
 
@@ -452,10 +456,32 @@ impl<'a> Session<'a> {
                 );
             }
             ClientMsg::Touch { object } => Input::Touch { avatar: agent, object },
+            ClientMsg::Create { request_id, object } => {
+                let spec = object.spec(agent.0);
+                let input = Box::new(move |tag| Input::CreateObject { tag, spec });
+                return self.change(ChangeRequest { request_id, region: home, object: None, input });
+            }
+            ClientMsg::Edit { request_id, object, edit } => {
+                let region = self.view.region_of(object).unwrap_or(home);
+                let input = Box::new(move |_| Input::EditObject { id: object, edit });
+                return self.change(ChangeRequest { request_id, region, object: Some(object), input });
+            }
+            ClientMsg::Delete { request_id, object } => {
+                let region = self.view.region_of(object).unwrap_or(home);
+                let input = Box::new(move |_| Input::DeleteObject { id: object });
+                return self.change(ChangeRequest { request_id, region, object: Some(object), input });
+            }
         };
         if let Err(e) = self.shared.feeds.send_input(home, input).await {
             tracing::debug!(agent = agent.0, %home, "input dropped: {e}");
         }
+        Ok(())
+    }
+
+    /// A change made on purpose: answered later with `ack` or `refused` (see `changes`).
+    fn change(&mut self, req: ChangeRequest) -> Result<(), End> {
+        let feeds = self.shared.feeds.clone();
+        changes::start(feeds, req, self.mailbox.clone(), self.changes_in_flight.clone());
         Ok(())
     }
 
@@ -482,7 +508,7 @@ impl<'a> Session<'a> {
 
     fn on_event(&mut self, event: SessionEvent) -> Result<(), End> {
         match event {
-            SessionEvent::Chat(msg) => self.send(&msg),
+            SessionEvent::Chat(msg) | SessionEvent::Notice(msg) | SessionEvent::Reply(msg) => self.send(&msg),
             SessionEvent::Tick { region, output } => {
                 let Some(mirror) = self.mirrors.get(&region).cloned() else { return Ok(()) };
                 let budget = self.bandwidth.available();

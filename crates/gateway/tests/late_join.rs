@@ -44,7 +44,13 @@ async fn a_late_joiner_gets_the_nearest_of_ten_thousand_objects_first() {
     let mut distance_in_order = Vec::new();
     let mut seen: HashMap<u64, ()> = HashMap::new();
     let mut first_thousand_after = None;
+    let deadline = joined + std::time::Duration::from_secs(60);
     while (seen.len() as u64) < OBJECTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {OBJECTS} objects reached the client in 60 s",
+            seen.len()
+        );
         let u = c.next_update().await.expect("the stream goes on");
         seq.observe(u.seq);
         assert!(u.changes.len() <= MAX_CHANGES_PER_UPDATE);

@@ -63,6 +63,8 @@ pub struct Acked {
     pub seq: Option<u64>,
     /// The id of the object a create or rez made.
     pub created: Option<EntityId>,
+    /// Committed to the store (false on a host without one: applied only).
+    pub durable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -120,11 +122,36 @@ impl AckQueue {
     }
 }
 
+/// Runs on the writer thread once a tick's record is committed (its crossing messages).
+pub(crate) type AfterCommit = Box<dyn FnOnce() + Send>;
+
 enum Job {
-    Append { region: RegionId, tick: u64, entry: Option<Vec<u8>>, acks: Vec<(Waiting, Option<EntityId>)> },
-    Checkpoint { region: Box<Region> },
-    Recover { region: RegionId, reply: SyncSender<Result<Recovered, String>> },
-    Flush { reply: SyncSender<()> },
+    Append {
+        region: RegionId,
+        tick: u64,
+        entry: Option<Vec<u8>>,
+        acks: Vec<(Waiting, Option<EntityId>)>,
+        then: Option<AfterCommit>,
+    },
+    /// A whole copy of a region to checkpoint (the writer keeps it for the next deltas).
+    Checkpoint {
+        region: Box<Region>,
+    },
+    /// What changed in a region since the writer's copy of it: applied, then checkpointed.
+    CheckpointDelta {
+        delta: Box<Delta>,
+    },
+    Recover {
+        region: RegionId,
+        reply: SyncSender<Result<Recovered, String>>,
+    },
+    Flush {
+        reply: SyncSender<()>,
+    },
+    /// Drop the cached log position of a region that left.
+    Forget {
+        region: RegionId,
+    },
 }
 
 /// Counters for benchmarks and the API.
@@ -134,6 +161,11 @@ pub struct DurableStats {
     pub commits: AtomicU64,
     pub checkpoints: AtomicU64,
     pub checkpoint_us_total: AtomicU64,
+    /// Time the tick threads spent copying regions for checkpoints, and the longest copy.
+    pub checkpoint_copy_us_total: AtomicU64,
+    pub checkpoint_copy_us_max: AtomicU64,
+    /// Checkpoints built from a delta on the writer's copy (the rest copied the whole region).
+    pub checkpoint_deltas: AtomicU64,
     pub queue_full: AtomicU64,
 }
 
@@ -142,6 +174,10 @@ pub struct Durability {
     tx: SyncSender<Job>,
     config: DurableConfig,
     last_checkpoint: parking_lot::Mutex<HashMap<RegionId, Instant>>,
+    /// The generation of each region's copy on the writer (what the next checkpoint's delta
+    /// starts from), and the regions whose copy the writer lost (the next one is whole).
+    replica_gen: parking_lot::Mutex<HashMap<RegionId, u64>>,
+    needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
     /// Regions loaded here from what the store held.
     recovered: parking_lot::Mutex<Vec<RegionId>>,
     pub stats: Arc<DurableStats>,
@@ -154,12 +190,21 @@ impl Durability {
         let (ready_tx, ready_rx) = sync_channel(1);
         let stats = Arc::new(DurableStats::default());
         let writer_stats = stats.clone();
+        let needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>> = Arc::default();
+        let writer_needs_whole = needs_whole.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || match open() {
                 Ok(store) => {
                     let _ = ready_tx.send(Ok(()));
-                    Writer { store, last_seq: HashMap::new(), stats: writer_stats }.run(rx);
+                    Writer {
+                        store,
+                        last_seq: HashMap::new(),
+                        stats: writer_stats,
+                        replicas: HashMap::new(),
+                        needs_whole: writer_needs_whole,
+                    }
+                    .run(rx);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -176,6 +221,8 @@ impl Durability {
             tx,
             config,
             last_checkpoint: Default::default(),
+            replica_gen: Default::default(),
+            needs_whole,
             recovered: Default::default(),
             stats,
         }))
@@ -223,7 +270,9 @@ impl Durability {
     }
 
     /// Called on the tick thread right after a tick: queues the tick's record and the acks of
-    /// its inputs, and a checkpoint when one is due. Never blocks.
+    /// its inputs, and a checkpoint when one is due. Never blocks. `then` (the tick's crossing
+    /// messages) runs once the record is committed, or never: messages whose cause is not
+    /// durable must not leave, the crossing protocol resends them from a later tick.
     pub(crate) fn after_tick(
         &self,
         slot: &RegionSlot,
@@ -231,18 +280,22 @@ impl Durability {
         out: &TickOutput,
         first_pos: u64,
         n_inputs: usize,
+        then: Option<AfterCommit>,
     ) {
         let id = region.id();
         let acks = settle(slot, out, first_pos, n_inputs);
-        if out.durable.is_some() || !acks.is_empty() {
+        if out.durable.is_some() || !acks.is_empty() || then.is_some() {
             let entry = out.durable.as_ref().map(|change| {
                 let e = LogEntry { rows_hash: region.durable_rows_hash(change), change: change.clone() };
                 postcard::to_stdvec(&e).expect("serializing to memory cannot fail")
             });
-            let job = Job::Append { region: id, tick: out.tick, entry, acks };
+            let job = Job::Append { region: id, tick: out.tick, entry, acks, then };
             if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = self.tx.try_send(job) {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                if let Job::Append { acks, .. } = job {
+                if let Job::Append { acks, then, .. } = job {
+                    if then.is_some() {
+                        tracing::warn!(region = %id, tick = out.tick, "crossing messages held back: the store writer is behind");
+                    }
                     for (w, _) in acks {
                         (w.ack)(Err(AckError::Store("the store writer is behind (MAX_WRITER_QUEUE)".into())));
                     }
@@ -256,10 +309,23 @@ impl Durability {
             now.duration_since(*t) >= self.config.checkpoint_period
         };
         if due {
-            // A copy now, at the tick boundary; encoding and writing happen on the writer.
-            let job = Job::Checkpoint { region: Box::new(region.clone()) };
+            // What changed since the writer's copy (or a whole copy the first time), taken now
+            // at the tick boundary; applying, encoding and writing happen on the writer.
+            let copying = Instant::now();
+            let base = self.replica_gen.lock().get(&id).copied();
+            let whole = self.needs_whole.lock().remove(&id);
+            let job = match base.filter(|_| !whole).and_then(|g| region.delta_since(g).ok()) {
+                Some(delta) => Job::CheckpointDelta { delta: Box::new(delta) },
+                None => Job::Checkpoint { region: Box::new(region.checkpoint_copy()) },
+            };
+            let us = copying.elapsed().as_micros() as u64;
+            self.stats.checkpoint_copy_us_total.fetch_add(us, Ordering::Relaxed);
+            self.stats.checkpoint_copy_us_max.fetch_max(us, Ordering::Relaxed);
             if self.tx.try_send(job).is_ok() {
                 self.last_checkpoint.lock().insert(id, now);
+                self.replica_gen.lock().insert(id, region.generation());
+            } else if whole {
+                self.needs_whole.lock().insert(id);
             }
         }
     }
@@ -269,9 +335,13 @@ impl Durability {
         self.recovered.lock().clone()
     }
 
-    /// The next tick of this region writes a checkpoint (after a migration, after recovery).
+    /// The region left this host: if it comes back, its first tick here writes a checkpoint,
+    /// and its log continues from what the store holds then (another host may have appended
+    /// meanwhile), not from what this host last wrote.
     pub fn checkpoint_soon(&self, id: RegionId) {
         self.last_checkpoint.lock().remove(&id);
+        self.replica_gen.lock().remove(&id);
+        let _ = self.tx.send(Job::Forget { region: id });
     }
 }
 
@@ -330,11 +400,20 @@ fn rebuild(id: RegionId, rec: &Recovered, fresh: impl FnOnce() -> Region) -> (Re
     (region, info)
 }
 
+/// A record to append, the acks it answers, its tick, and what runs once it is committed.
+type Appended = (LogRecord, Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
+/// Acks of a tick that logged nothing (they wait for what was queued before them).
+type AcksOnly = (Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
+
 struct Writer {
     store: Box<dyn Store>,
     /// The last sequence number written per region (read from the store on first use).
     last_seq: HashMap<RegionId, u64>,
     stats: Arc<DurableStats>,
+    /// A copy of each region as of its last checkpoint, kept up to date by deltas, so the tick
+    /// thread hands over only what changed rather than a whole copy every time.
+    replicas: HashMap<RegionId, Region>,
+    needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
 }
 
 impl Writer {
@@ -347,16 +426,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut appends: Vec<(LogRecord, Vec<(Waiting, Option<EntityId>)>, u64)> = Vec::new();
-            let mut acks_only: Vec<(Vec<(Waiting, Option<EntityId>)>, u64)> = Vec::new();
+            let mut appends: Vec<Appended> = Vec::new();
+            let mut acks_only: Vec<AcksOnly> = Vec::new();
             for job in jobs {
                 match job {
-                    Job::Append { region, tick, entry, acks } => match entry {
+                    Job::Append { region, tick, entry, acks, then } => match entry {
                         Some(payload) => match self.seq_after(region) {
-                            Ok(seq) => appends.push((LogRecord { region, seq, tick, payload }, acks, tick)),
-                            Err(e) => fail(acks, &e),
+                            Ok(seq) => {
+                                appends.push((LogRecord { region, seq, tick, payload }, acks, tick, then))
+                            }
+                            Err(e) => {
+                                tracing::warn!(%region, tick, "tick record not logged ({e}); its crossing messages are held back");
+                                fail(acks, &e)
+                            }
                         },
-                        None => acks_only.push((acks, tick)),
+                        None => acks_only.push((acks, tick, then)),
                     },
                     other => {
                         self.commit(std::mem::take(&mut appends), std::mem::take(&mut acks_only));
@@ -394,28 +478,28 @@ impl Writer {
         last
     }
 
-    fn commit(
-        &mut self,
-        appends: Vec<(LogRecord, Vec<(Waiting, Option<EntityId>)>, u64)>,
-        acks_only: Vec<(Vec<(Waiting, Option<EntityId>)>, u64)>,
-    ) {
+    fn commit(&mut self, appends: Vec<Appended>, acks_only: Vec<AcksOnly>) {
         if !appends.is_empty() {
-            let records: Vec<LogRecord> = appends.iter().map(|(r, _, _)| r.clone()).collect();
+            let records: Vec<LogRecord> = appends.iter().map(|(r, ..)| r.clone()).collect();
             match self.store.append(&records) {
                 Ok(()) => {
                     self.stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    for (r, acks, tick) in appends {
+                    for (r, acks, tick, then) in appends {
                         for (w, created) in acks {
-                            (w.ack)(Ok(Acked { tick, seq: Some(r.seq), created }));
+                            (w.ack)(Ok(Acked { tick, seq: Some(r.seq), created, durable: true }));
+                        }
+                        if let Some(then) = then {
+                            then();
                         }
                     }
                 }
                 Err(e) => {
                     tracing::error!("log append failed: {e}");
                     // Sequence numbers handed out for this batch are not in the store: read
-                    // the truth again before the next append of these regions.
-                    for (r, acks, _) in appends {
+                    // the truth again before the next append of these regions. Crossing
+                    // messages of these ticks are dropped: their cause is not durable.
+                    for (r, acks, _, _) in appends {
                         self.last_seq.remove(&r.region);
                         fail(acks, &e.to_string());
                     }
@@ -423,9 +507,12 @@ impl Writer {
             }
         }
         // Inputs that changed nothing are acknowledged after everything before them is durable.
-        for (acks, tick) in acks_only {
+        for (acks, tick, then) in acks_only {
             for (w, created) in acks {
-                (w.ack)(Ok(Acked { tick, seq: None, created }));
+                (w.ack)(Ok(Acked { tick, seq: None, created, durable: true }));
+            }
+            if let Some(then) = then {
+                then();
             }
         }
     }
@@ -436,6 +523,31 @@ impl Writer {
             Job::Flush { reply } => {
                 let _ = reply.send(());
             }
+            Job::Forget { region } => {
+                self.last_seq.remove(&region);
+                self.replicas.remove(&region);
+            }
+            Job::CheckpointDelta { delta } => {
+                let id = delta.region;
+                let applied = match self.replicas.get_mut(&id) {
+                    Some(r) => r.apply_delta(&delta).map_err(|e| e.to_string()),
+                    None => Err("no copy of the region here".into()),
+                };
+                match applied {
+                    Ok(()) => {
+                        if let Some(r) = self.replicas.remove(&id) {
+                            self.stats.checkpoint_deltas.fetch_add(1, Ordering::Relaxed);
+                            self.write_checkpoint(&r);
+                            self.replicas.insert(id, r);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(region = %id, "checkpoint delta not applied ({e}); the next checkpoint copies the whole region");
+                        self.replicas.remove(&id);
+                        self.needs_whole.lock().insert(id);
+                    }
+                }
+            }
             Job::Recover { region, reply } => {
                 let result = self.store.recover(region).map_err(|e| e.to_string());
                 if let Ok(rec) = &result {
@@ -445,38 +557,37 @@ impl Writer {
                 let _ = reply.send(result);
             }
             Job::Checkpoint { region } => {
-                let started = Instant::now();
-                let id = region.id();
-                let covers_seq = match self.last_seq.get(&id) {
-                    Some(&s) => s,
-                    None => match self.load_last(id) {
-                        Ok(s) => {
-                            self.last_seq.insert(id, s);
-                            s
-                        }
-                        Err(e) => {
-                            tracing::warn!(region = %id, "checkpoint skipped: {e}");
-                            return;
-                        }
-                    },
-                };
-                let c = Checkpoint {
-                    region: id,
-                    covers_seq,
-                    tick: region.tick_number(),
-                    bytes: region.snapshot(),
-                };
-                drop(region);
-                match self.store.put_checkpoint(&c) {
-                    Ok(()) => {
-                        let us = started.elapsed().as_micros() as u64;
-                        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                        self.stats.checkpoint_us_total.fetch_add(us, Ordering::Relaxed);
-                        tracing::debug!(region = %id, covers_seq, bytes = c.bytes.len(), us, "checkpoint written");
-                    }
-                    Err(e) => tracing::warn!(region = %id, "checkpoint failed: {e}"),
-                }
+                self.write_checkpoint(&region);
+                self.replicas.insert(region.id(), *region);
             }
+        }
+    }
+
+    fn write_checkpoint(&mut self, region: &Region) {
+        let started = Instant::now();
+        let id = region.id();
+        let covers_seq = match self.last_seq.get(&id) {
+            Some(&s) => s,
+            None => match self.load_last(id) {
+                Ok(s) => {
+                    self.last_seq.insert(id, s);
+                    s
+                }
+                Err(e) => {
+                    tracing::warn!(region = %id, "checkpoint skipped: {e}");
+                    return;
+                }
+            },
+        };
+        let c = Checkpoint { region: id, covers_seq, tick: region.tick_number(), bytes: region.snapshot() };
+        match self.store.put_checkpoint(&c) {
+            Ok(()) => {
+                let us = started.elapsed().as_micros() as u64;
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.stats.checkpoint_us_total.fetch_add(us, Ordering::Relaxed);
+                tracing::debug!(region = %id, covers_seq, bytes = c.bytes.len(), us, "checkpoint written");
+            }
+            Err(e) => tracing::warn!(region = %id, "checkpoint failed: {e}"),
         }
     }
 }
@@ -581,7 +692,7 @@ fn settle(
 /// After a tick on a host without a store: the acks say applied, not durable.
 pub(crate) fn after_tick_without_store(slot: &RegionSlot, out: &TickOutput, first_pos: u64, n_inputs: usize) {
     for (w, created) in settle(slot, out, first_pos, n_inputs) {
-        (w.ack)(Ok(Acked { tick: out.tick, seq: None, created }));
+        (w.ack)(Ok(Acked { tick: out.tick, seq: None, created, durable: false }));
     }
 }
 
@@ -612,4 +723,49 @@ pub(crate) async fn http_change(host: Host, id: RegionId, input: Input) -> Resul
         Ok(Err(_)) => Err((503, "the host dropped the change before acknowledging it".into())),
         Err(_) => Err((504, "no acknowledgement within ACK_TIMEOUT".into())),
     }
+}
+
+/// A durable change that came over a link (from a gateway): the outcome goes back on `reply`
+/// as `ChangeDone` with the sender's `request`.
+pub(crate) fn link_change(host: &Host, region: RegionId, request: u64, input: Input, reply: link::LinkTx) {
+    use link::{ChangeAck, ChangeFailed, LinkMsg};
+    let answer = move |result: Result<ChangeAck, ChangeFailed>| {
+        if !reply.send(&LinkMsg::ChangeDone { request, result }) {
+            tracing::debug!(%region, request, "change outcome dropped: the link is full or closed");
+        }
+    };
+    if !world::durable::is_durable(&input) {
+        return answer(Err(ChangeFailed::Rejected(
+            "not a change made on purpose (create, edit, delete…)".into(),
+        )));
+    }
+    let reply_to = answer.clone();
+    let done: AckFn = Box::new(move |r| {
+        reply_to(match r {
+            Ok(a) => Ok(ChangeAck { tick: a.tick, created: a.created, durable: a.durable }),
+            Err(AckError::Refused(e)) => Err(ChangeFailed::Rejected(e.to_string())),
+            Err(e @ AckError::Moved) => Err(ChangeFailed::TryAgain(e.to_string())),
+            Err(e @ AckError::Store(_)) => Err(ChangeFailed::Unknown(e.to_string())),
+        })
+    });
+    if let Err(e) = host.send_durable(region, input, done) {
+        answer(Err(ChangeFailed::TryAgain(e.to_string())));
+    }
+}
+
+/// The crossing messages of a tick, to send once its record is committed (`None` if none).
+pub(crate) fn after_commit_send(
+    shared: &crate::Shared,
+    id: RegionId,
+    transmits: Vec<crossing::Transmit>,
+) -> Option<AfterCommit> {
+    if transmits.is_empty() {
+        return None;
+    }
+    let me = shared.me.clone();
+    Some(Box::new(move || {
+        if let Some(shared) = me.upgrade() {
+            crate::send_transmits(&shared, id, transmits);
+        }
+    }))
 }

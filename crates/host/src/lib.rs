@@ -133,6 +133,9 @@ struct Shared {
     /// Where crossing messages for other hosts' regions go (installed by the network layer).
     crossing_tx: RwLock<Option<border::CrossingSender>>,
     durable: std::sync::OnceLock<Arc<durable::Durability>>,
+    /// Itself, for work that runs after a tick on another thread (crossing messages sent once
+    /// their tick's record is committed).
+    me: std::sync::Weak<Shared>,
 }
 
 /// A running host. Cloning shares it; [`Host::shutdown`] stops its workers.
@@ -144,8 +147,15 @@ pub struct Host {
 
 impl Host {
     pub fn start(config: HostConfig) -> Host {
+        Host::start_with_module_cache(config, None)
+    }
+
+    /// Like [`Host::start`], keeping compiled script modules in `module_cache` so that a
+    /// restarted host loads them instead of compiling them again.
+    pub fn start_with_module_cache(config: HostConfig, module_cache: Option<std::path::PathBuf>) -> Host {
         let cores = config.cores.max(1);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             config,
             epoch: Instant::now(),
             regions: RwLock::new(HashMap::new()),
@@ -156,6 +166,7 @@ impl Host {
             observers: RwLock::new(Vec::new()),
             scripts: scripting::LazyScriptHost::new(scripting::ScriptConfig {
                 threads: cores,
+                module_cache,
                 ..Default::default()
             }),
             grid: RwLock::new(Arc::new(HashSet::new())),
@@ -347,7 +358,10 @@ impl Host {
         };
         let queued_inputs = slot.inputs.lock().len();
         let crossings = slot.border.lock().as_ref().map(|b| b.stats()).unwrap_or_default();
-        let scripts = slot.scripts.lock().stats();
+        let (scripts, stopped_scripts) = {
+            let s = slot.scripts.lock();
+            (s.stats(), s.stopped())
+        };
         let s = slot.stats.lock();
         let (p50, p99) = s.percentiles();
         Ok(RegionStats {
@@ -371,6 +385,7 @@ impl Host {
             script_events_per_s: scripts.events_per_s,
             script_time_ms: scripts.time_ms,
             script_errors: scripts.errors,
+            stopped_scripts,
             crossings,
         })
     }
@@ -452,6 +467,25 @@ fn deliver_local(shared: &Shared, from: RegionId, t: crossing::Transmit) {
     }
 }
 
+/// Sends a region's crossing messages: over the network layer, or to regions of this host.
+fn send_transmits(shared: &Shared, id: RegionId, transmits: Vec<crossing::Transmit>) {
+    if transmits.is_empty() {
+        return;
+    }
+    let sender = shared.crossing_tx.read().clone();
+    for t in transmits {
+        match &sender {
+            Some(send) => send(id, t),
+            None => match shared.regions.read().get(&t.to).cloned() {
+                Some(_) => deliver_local(shared, id, t),
+                None => {
+                    tracing::debug!(from = %id, to = %t.to, "crossing message for a region not on this host dropped (no network)")
+                }
+            },
+        }
+    }
+}
+
 /// Microseconds since the Unix epoch: comparable between processes on one machine.
 pub fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -504,8 +538,14 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     // The tick is done: this is the "last tick" a freeze is measured from.
     let unix = unix_us();
     slot.last_tick_unix.store(unix, Ordering::SeqCst);
+    // With a store, crossing messages leave only once their tick's record is committed: a
+    // crash in between must not lose a departure whose release was already sent.
+    let mut transmits = transmits;
     match shared.durable.get() {
-        Some(d) => d.after_tick(slot, &region, &out, first_pos, n_inputs),
+        Some(d) => {
+            let then = durable::after_commit_send(shared, id, std::mem::take(&mut transmits));
+            d.after_tick(slot, &region, &out, first_pos, n_inputs, then)
+        }
         None => durable::after_tick_without_store(slot, &out, first_pos, n_inputs),
     }
     if let Some(m) = migration.as_mut() {
@@ -520,20 +560,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     let (entities, avatars) = (region.entity_count(), region.avatar_count());
     drop(region);
     drop(migration);
-    if !transmits.is_empty() {
-        let sender = shared.crossing_tx.read().clone();
-        for t in transmits {
-            match &sender {
-                Some(send) => send(id, t),
-                None => match shared.regions.read().get(&t.to).cloned() {
-                    Some(_) => deliver_local(shared, id, t),
-                    None => {
-                        tracing::debug!(from = %id, to = %t.to, "crossing message for a region not on this host dropped (no network)")
-                    }
-                },
-            }
-        }
-    }
+    send_transmits(shared, id, transmits);
     if let Some(hook) = slot.first_tick.lock().take() {
         tracing::debug!(target: "freeze", region = %id, at = unix, tick_us = started.elapsed().as_micros() as u64, "first tick here");
         hook(unix);

@@ -295,6 +295,9 @@ impl Net {
                     }
                 }
                 LinkMsg::Input { region, input } => self.deliver_input(region, input),
+                LinkMsg::Change { region, request, input } => {
+                    crate::durable::link_change(&self.host, region, request, input, link.tx.clone())
+                }
                 LinkMsg::Crossing { from, to, msg } => {
                     if let Err(e) = self.host.crossing_msg(to, from, msg) {
                         // Moved or gone: the sender resends, and looks the owner up again.
@@ -329,6 +332,7 @@ impl Net {
                 LinkMsg::Hello { .. }
                 | LinkMsg::Update { .. }
                 | LinkMsg::NotHere { .. }
+                | LinkMsg::ChangeDone { .. }
                 | LinkMsg::Error { .. } => {}
             }
         }
@@ -702,6 +706,11 @@ impl Net {
         match event {
             SourceEvent::CasEpoch { from, to: epoch, .. } => {
                 tracing::debug!(target: "freeze", at = crate::unix_us(), "source: final round acknowledged");
+                // The region is frozen: its last records are queued. They must be in the store
+                // before the target owns the region, so its log continues from them.
+                if let Some(d) = self.host.durability().cloned() {
+                    let _ = tokio::task::spawn_blocking(move || d.flush()).await;
+                }
                 let swapped = self.swap_epoch(region, from, Placement { host: to.to_string(), epoch }).await;
                 tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "source: compare-and-swap answered");
                 let now = self.host.now_us();

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 /// host only).
 pub use script::{bench as engine_bench, BenchReport as EngineBenchReport};
 use script::{
-    run_batch, ChatRange, Effect, EngineConfig, Event, GlobalValue, Pose, Script, ScriptEngine, ScriptModule,
-    ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,
+    run_batch, ChatRange, Effect, EngineConfig, ErrorKind, Event, GlobalValue, Pose, Script, ScriptEngine,
+    ScriptModule, ScriptSpec, ScriptState, ScriptVars, Sensed, SensorKinds, TickBudget, WorldView,
 };
 use serde::{Deserialize, Serialize};
-use world::limits::{MAX_SCRIPTS, REGION_SIZE};
+use world::limits::{MAX_SCRIPTS, MAX_SCRIPT_ERRORS_PER_TICK, REGION_SIZE};
 use world::{
     EntityId, Input, ModuleHash, ObjectEffects, Region, RegionId, ScriptEffect, ScriptId, ScriptOutcome,
-    ScriptPass, ScriptRecord, ScriptUpdate, TickOutput, Touch, Vec3,
+    ScriptPass, ScriptRecord, ScriptStopped, ScriptUpdate, TickOutput, Touch, Vec3,
 };
 
 /// How often the epoch ticker moves wasmtime's epoch: the unit of script time budgets.
@@ -33,6 +33,10 @@ pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
 pub const SCRIPT_BUDGET_SHARE: f64 = 0.25;
 /// Ticks over which script events per second and script time are averaged.
 pub const SCRIPT_STATS_WINDOW: usize = 256;
+/// Most stopped scripts a region's statistics list (the count covers them all).
+pub const MAX_LISTED_STOPPED_SCRIPTS: usize = 32;
+/// The error kind of a record that cannot run on this host (module refused, state unreadable).
+pub const CANNOT_RUN: &str = "cannot_run";
 /// Side of the cells of the per-tick sensor grid, in metres.
 const SENSOR_CELL: f32 = 16.0;
 const SENSOR_CELLS: usize = (REGION_SIZE / SENSOR_CELL) as usize;
@@ -48,6 +52,9 @@ pub struct ScriptConfig {
     pub time_budget: bool,
     /// Most script instances alive on the host (wasmtime pooling slots).
     pub max_scripts: u32,
+    /// Where compiled modules are kept across restarts (`None`: in memory only). Only this
+    /// host may write there: a compiled module is native code, trusted once its checks pass.
+    pub module_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for ScriptConfig {
@@ -56,6 +63,7 @@ impl Default for ScriptConfig {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             time_budget: true,
             max_scripts: MAX_SCRIPTS as u32,
+            module_cache: None,
         }
     }
 }
@@ -85,8 +93,19 @@ impl std::fmt::Debug for ScriptHost {
 
 impl ScriptHost {
     pub fn new(config: ScriptConfig) -> Result<ScriptHost, ScriptHostError> {
-        let engine =
-            ScriptEngine::new(EngineConfig { max_scripts: config.max_scripts, ..Default::default() })?;
+        let engine_config = EngineConfig {
+            max_scripts: config.max_scripts,
+            cache_dir: config.module_cache.clone(),
+            ..Default::default()
+        };
+        let engine = match ScriptEngine::new(engine_config.clone()) {
+            // The cache only saves compile time: without it, scripts still run.
+            Err(e @ script::EngineError::CacheDir { .. }) => {
+                tracing::warn!("{e}; compiled modules will not be kept across restarts");
+                ScriptEngine::new(EngineConfig { cache_dir: None, ..engine_config })?
+            }
+            other => other?,
+        };
         let threads = config.threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -133,6 +152,55 @@ impl Drop for ScriptHost {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// What compiling modules costs against loading them from the disk cache (for
+/// `terrane bench scripts`).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ModuleCacheBench {
+    pub modules: usize,
+    /// Loading every module into a fresh engine without a cache: check, rewrite, compile.
+    pub compile_ms: f64,
+    /// The same into a fresh engine whose cache directory holds them: check, rewrite, load.
+    pub load_ms: f64,
+    /// Bytes of compiled modules on disk.
+    pub cache_bytes: u64,
+}
+
+/// Measures [`ModuleCacheBench`] with a cache in `dir` (emptied first and removed after).
+pub fn module_cache_bench(sources: &[&[u8]], dir: &std::path::Path) -> Result<ModuleCacheBench, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = |cache: bool| {
+        let cache_dir = cache.then(|| dir.to_path_buf());
+        ScriptEngine::new(EngineConfig { max_scripts: 8, cache_dir, ..Default::default() })
+            .map_err(|e| e.to_string())
+    };
+    let load_all = |e: &ScriptEngine| -> Result<f64, String> {
+        let t = Instant::now();
+        for src in sources {
+            e.load(src).map_err(|e| e.to_string())?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let compile_ms = load_all(&engine(false)?)?;
+    let filler = engine(true)?;
+    load_all(&filler)?;
+    let cache_bytes = sources
+        .iter()
+        .filter_map(|src| filler.load(src).ok())
+        .filter_map(|m| filler.cache_file(&m))
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    drop(filler);
+    let restarted = engine(true)?;
+    let load_ms = load_all(&restarted)?;
+    let stats = restarted.cache_stats();
+    let _ = std::fs::remove_dir_all(dir);
+    if stats.loaded != sources.len() as u64 || stats.compiled != 0 {
+        return Err(format!("the restarted engine did not load every module from disk: {stats:?}"));
+    }
+    Ok(ModuleCacheBench { modules: sources.len(), compile_ms, load_ms, cache_bytes })
 }
 
 /// A `ScriptHost` made on first use, so hosts whose regions have no scripts never build an
@@ -193,7 +261,9 @@ pub struct RegionScripts {
     live: Vec<Script>,
     meta: Vec<Meta>,
     /// Records that cannot run here (module refused, state unreadable), with the reason.
-    broken: BTreeMap<ScriptId, String>,
+    broken: BTreeMap<ScriptId, (EntityId, String)>,
+    /// Records found unable to run since the last pass, to be reported by the next one.
+    newly_broken: Vec<ScriptStopped>,
     modules: HashMap<ModuleHash, Arc<ScriptModule>>,
     recent: VecDeque<(Instant, u64, Duration)>,
     events_total: u64,
@@ -202,6 +272,31 @@ pub struct RegionScripts {
 impl std::fmt::Debug for RegionScripts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegionScripts").field("live", &self.live.len()).field("broken", &self.broken).finish()
+    }
+}
+
+/// A script that no longer runs, as the control API lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedScript {
+    /// The script id, as 16 hex digits.
+    pub script: String,
+    pub object: u64,
+    /// `out_of_fuel`, `time_budget`, `stack_overflow`, `memory_growth`, `trap`, `bad_call`,
+    /// `internal`, or `cannot_run` (this host refused its module or state).
+    pub kind: String,
+    pub message: String,
+}
+
+/// The snake_case name of an error kind, as owners and operators see it.
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::OutOfFuel => "out_of_fuel",
+        ErrorKind::TimeBudget => "time_budget",
+        ErrorKind::StackOverflow => "stack_overflow",
+        ErrorKind::MemoryGrowth => "memory_growth",
+        ErrorKind::Trap => "trap",
+        ErrorKind::BadCall => "bad_call",
+        ErrorKind::Internal => "internal",
     }
 }
 
@@ -281,6 +376,29 @@ impl RegionScripts {
         }
     }
 
+    /// The scripts that no longer run (stopped by an error, or unable to run here), at most
+    /// `MAX_LISTED_STOPPED_SCRIPTS`, by id.
+    pub fn stopped(&self) -> Vec<StoppedScript> {
+        let errored = self.live.iter().filter_map(|s| {
+            s.error().map(|e| (s.id().0, s.object(), kind_name(e.kind).to_string(), e.message.clone()))
+        });
+        let broken = self
+            .broken
+            .iter()
+            .map(|(id, (object, reason))| (id.0, *object, CANNOT_RUN.into(), reason.clone()));
+        let mut all: Vec<(u64, EntityId, String, String)> = errored.chain(broken).collect();
+        all.sort_unstable_by_key(|s| s.0);
+        all.truncate(MAX_LISTED_STOPPED_SCRIPTS);
+        all.into_iter()
+            .map(|(id, object, kind, message)| StoppedScript {
+                script: format!("{id:016x}"),
+                object: object.0,
+                kind,
+                message,
+            })
+            .collect()
+    }
+
     /// Brings the live instances of a replica being built by an incoming migration in line
     /// with its records: instantiates new scripts, and writes into existing instances the state
     /// of every record changed after generation `since`. Done after each pre-copy round, it
@@ -345,8 +463,8 @@ impl RegionScripts {
         &self.live
     }
 
-    /// Records that cannot run here, with the reason.
-    pub fn broken(&self) -> &BTreeMap<ScriptId, String> {
+    /// Records that cannot run here, with their objects and the reason.
+    pub fn broken(&self) -> &BTreeMap<ScriptId, (EntityId, String)> {
         &self.broken
     }
 
@@ -382,7 +500,16 @@ impl RegionScripts {
                 }
                 Err(reason) => {
                     tracing::warn!(region = %region.id(), script = %record.id, "script cannot run: {reason}");
-                    broken.insert(record.id, reason);
+                    if self.newly_broken.len() < MAX_SCRIPT_ERRORS_PER_TICK {
+                        self.newly_broken.push(ScriptStopped {
+                            script: record.id,
+                            object: record.object,
+                            owner: 0,
+                            kind: CANNOT_RUN.into(),
+                            message: reason.clone(),
+                        });
+                    }
+                    broken.insert(record.id, (record.object, reason));
                 }
             }
         }
@@ -466,8 +593,9 @@ impl ScriptPass for Pass<'_> {
     fn run(&mut self, region: &Region, touches: &[Touch]) -> ScriptOutcome {
         let rs = &mut *self.scripts;
         rs.reconcile(self.host, region);
+        let mut stopped = std::mem::take(&mut rs.newly_broken);
         if rs.live.is_empty() {
-            return ScriptOutcome::default();
+            return ScriptOutcome { stopped, ..ScriptOutcome::default() };
         }
         for t in touches {
             let targets: Vec<usize> = rs.find_object(t.object).collect();
@@ -489,9 +617,24 @@ impl ScriptPass for Pass<'_> {
             }
         }
         let budget = self.host.budget(region.interval_us());
+        // Only a batch stops scripts: those stopped by this one are reported, once.
+        let had_error: Vec<bool> = rs.live.iter().map(|s| s.error().is_some()).collect();
         let batch = run_batch(Some(&self.host.pool), &mut rs.live, &view, budget);
         self.report.events = batch.events;
         self.report.deferred = batch.deferred;
+        for (s, had) in rs.live.iter().zip(had_error) {
+            if let (false, Some(e)) = (had, s.error()) {
+                if stopped.len() < MAX_SCRIPT_ERRORS_PER_TICK {
+                    stopped.push(ScriptStopped {
+                        script: ScriptId(s.id().0),
+                        object: s.object(),
+                        owner: 0,
+                        kind: kind_name(e.kind).into(),
+                        message: e.message.clone(),
+                    });
+                }
+            }
+        }
 
         // Chat and messages stay between scripts: delivered into queues now, run next tick.
         let mut effects = Vec::with_capacity(batch.effects.len());
@@ -574,7 +717,7 @@ impl ScriptPass for Pass<'_> {
                 control: postcard::to_stdvec(&control).expect("serializing to memory cannot fail"),
             });
         }
-        ScriptOutcome { effects, updates }
+        ScriptOutcome { effects, updates, stopped }
     }
 }
 

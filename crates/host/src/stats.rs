@@ -87,6 +87,10 @@ pub struct RegionStats {
     /// Scripts stopped by an error, or whose module or state this host refused.
     #[serde(default)]
     pub script_errors: usize,
+    /// The scripts counted in `script_errors`, with their errors (at most
+    /// `scripting::MAX_LISTED_STOPPED_SCRIPTS`, by id).
+    #[serde(default)]
+    pub stopped_scripts: Vec<crate::scripting::StoppedScript>,
     /// Border crossings of the region since it came to this host.
     #[serde(default)]
     pub crossings: crate::border::CrossingStats,

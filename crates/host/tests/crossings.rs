@@ -90,6 +90,18 @@ async fn settle(nets: &[&Arc<Net>]) -> BTreeMap<String, Vec<RegionId>> {
     }
 }
 
+/// Two hosts sharing a directory: the west region on the first, the east one on the second,
+/// both knowing their neighbour.
+async fn west_and_east() -> (Arc<Net>, Arc<Net>) {
+    let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
+    let a = start_host(dir.clone()).await;
+    let b = start_host(dir.clone()).await;
+    a.claim_new(WEST, None).await.unwrap();
+    b.claim_new(EAST, None).await.unwrap();
+    grid_known(&[&a, &b]).await;
+    (a, b)
+}
+
 async fn grid_known(nets: &[&Arc<Net>]) {
     // Hosts learn the grid from the directory about once a second; until then edges bounce.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -103,12 +115,7 @@ async fn grid_known(nets: &[&Arc<Net>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_cross_between_hosts_exactly_once() {
-    let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
-    let a = start_host(dir.clone()).await;
-    let b = start_host(dir.clone()).await;
-    a.claim_new(WEST, None).await.unwrap();
-    b.claim_new(EAST, None).await.unwrap();
-    grid_known(&[&a, &b]).await;
+    let (a, b) = west_and_east().await;
     push_sliders(&a, WEST, true);
     push_sliders(&b, EAST, false);
     let seen = settle(&[&a, &b]).await;
@@ -134,12 +141,7 @@ async fn a_region_migrating_in_the_middle_of_crossings_loses_and_doubles_nothing
 }
 
 async fn migrate_during_crossings(delay_ms: u64) {
-    let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
-    let a = start_host(dir.clone()).await;
-    let b = start_host(dir.clone()).await;
-    a.claim_new(WEST, None).await.unwrap();
-    b.claim_new(EAST, None).await.unwrap();
-    grid_known(&[&a, &b]).await;
+    let (a, b) = west_and_east().await;
     push_sliders(&a, WEST, true);
     push_sliders(&b, EAST, false);
     // Move the west region to the east host while its sliders are leaving and the east ones
@@ -160,12 +162,7 @@ const FERRY: &str = include_str!("../../terrane/world/ferry.wat");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_vehicle_crosses_with_its_script_and_its_rider() {
-    let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
-    let a = start_host(dir.clone()).await;
-    let b = start_host(dir.clone()).await;
-    a.claim_new(WEST, None).await.unwrap();
-    b.claim_new(EAST, None).await.unwrap();
-    grid_known(&[&a, &b]).await;
+    let (a, b) = west_and_east().await;
     let module = world::ModuleHash::of(FERRY.as_bytes());
     let spec = ObjectSpec {
         name: "ferry".into(),

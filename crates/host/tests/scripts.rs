@@ -12,6 +12,8 @@ use world::{EntityId, Input, ModuleHash, ObjectSpec, Region, RegionId, Terrain, 
 const R: RegionId = RegionId::new(4, 4);
 const TICK_US: u64 = 22_222;
 const ALICE: EntityId = EntityId(0xA11CE);
+/// The agent who owns every scripted object of these tests.
+const OWNER: u64 = 0xADA;
 
 const COUNTER: &str = include_str!("../../script/scripts/counter.wat");
 const GREETER: &str = include_str!("../../script/scripts/greeter.wat");
@@ -36,7 +38,8 @@ const PINGER: &str = r#"(module
     (call $set_text (i32.const 64) (call $read_event (i32.const 64) (i32.const 64)))))"#;
 
 fn script_host(threads: usize) -> ScriptHost {
-    ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 256 }).unwrap()
+    ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 256, module_cache: None })
+        .unwrap()
 }
 
 /// A flat region with Alice in it and one object per module at 2 m spacing, each running it.
@@ -46,7 +49,8 @@ fn region_with(modules: &[&str]) -> (Region, Vec<EntityId>) {
     for (k, m) in modules.iter().enumerate() {
         inputs.push(Input::AddModule { bytes: m.as_bytes().to_vec() });
         let pos = Vec3::new(100.0 + 2.0 * k as f32, 100.0, 0.0);
-        inputs.push(Input::CreateObject { tag: k as u64, spec: ObjectSpec { pos, ..Default::default() } });
+        let spec = ObjectSpec { pos, owner: OWNER, ..Default::default() };
+        inputs.push(Input::CreateObject { tag: k as u64, spec });
     }
     let out = r.tick(0, inputs);
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
@@ -176,7 +180,7 @@ fn a_module_importing_an_unknown_function_is_refused_by_name_and_the_region_tick
     let (mut run, objects) = Run::new(&[BAD_IMPORT, COUNTER]);
     run.tick(vec![]);
     run.tick(vec![]);
-    let broken: Vec<&String> = run.scripts.broken().values().collect();
+    let broken: Vec<&String> = run.scripts.broken().values().map(|(_, reason)| reason).collect();
     assert_eq!(broken.len(), 1);
     assert!(broken[0].contains("launch_missiles"), "{}", broken[0]);
     assert_eq!(run.scripts.stats().errors, 1);
@@ -283,4 +287,54 @@ fn a_replica_fed_pre_copy_deltas_takes_over_the_scripts_exactly() {
         target.touch(objects[t % objects.len()]);
         assert_eq!(target.region.state_hash(), source.region.state_hash(), "diverged at tick {t}");
     }
+}
+
+#[test]
+fn a_stopped_script_is_reported_once_in_the_tick_output_with_its_owner() {
+    let (mut run, objects) = Run::new(&[INFINITE_LOOP, COUNTER]);
+    let mut reports: Vec<world::ScriptStopped> = run.tick(vec![]).script_errors;
+    for _ in 0..10 {
+        reports.extend(run.touch(objects[0]).script_errors);
+    }
+    let stopped: Vec<(EntityId, &str)> = reports.iter().map(|s| (s.object, s.kind.as_str())).collect();
+    assert_eq!(stopped, vec![(objects[0], "out_of_fuel")], "{reports:?}");
+    assert_eq!(reports[0].owner, OWNER);
+    assert!(reports[0].message.contains("fuel"), "{}", reports[0].message);
+    let listed: Vec<(u64, String)> = run.scripts.stopped().into_iter().map(|s| (s.object, s.kind)).collect();
+    assert_eq!(listed, vec![(objects[0].0, "out_of_fuel".to_string())]);
+}
+
+#[test]
+fn a_record_that_cannot_run_is_reported_once_with_its_owner() {
+    let (mut run, objects) = Run::new(&[BAD_IMPORT, COUNTER]);
+    let first = run.tick(vec![]);
+    let later: Vec<world::ScriptStopped> = (0..5).flat_map(|_| run.tick(vec![]).script_errors).collect();
+    assert_eq!(first.script_errors.len(), 1, "{:?}", first.script_errors);
+    let s = &first.script_errors[0];
+    assert_eq!((s.object, s.owner, s.kind.as_str()), (objects[0], OWNER, "cannot_run"));
+    assert!(s.message.contains("launch_missiles"), "{}", s.message);
+    assert!(later.is_empty(), "{later:?}");
+    let listed: Vec<(u64, String)> = run.scripts.stopped().into_iter().map(|s| (s.object, s.kind)).collect();
+    assert_eq!(listed, vec![(objects[0].0, "cannot_run".to_string())]);
+}
+
+#[test]
+fn a_restarted_script_host_loads_its_regions_modules_from_the_cache_directory() {
+    let dir = std::env::temp_dir().join(format!("terrane-host-module-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config =
+        ScriptConfig { threads: 1, time_budget: false, max_scripts: 64, module_cache: Some(dir.clone()) };
+    let (region, objects) = region_with(&[COUNTER, GREETER, COUNTER]);
+    // (compiled, loaded from disk) by the first host, then by a restarted one.
+    for expected in [(2, 0), (0, 2)] {
+        let host = ScriptHost::new(config.clone()).unwrap();
+        let mut run = Run { host, region: region.clone(), scripts: RegionScripts::default() };
+        run.tick(vec![]);
+        run.touch(objects[0]);
+        assert_eq!(run.error_of(objects[0]), None);
+        assert!(run.counter_events(objects[0]) >= 2, "the counter ran");
+        let s = run.host.engine().cache_stats();
+        assert_eq!((s.compiled, s.loaded), expected, "{s:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use world::{Input, RegionId, TickOutput};
 
 /// Version of the link protocol; peers of different versions refuse each other at `Hello`.
-pub const LINK_VERSION: u16 = 2;
+pub const LINK_VERSION: u16 = 3;
 /// Largest frame accepted (a migration chunk plus headers, or one tick's output).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Frames waiting to be written to one peer; beyond it new frames are dropped.
@@ -80,6 +80,37 @@ pub enum LinkMsg {
     Error {
         message: String,
     },
+    /// A change made on purpose (create, edit, delete…) whose sender waits for its outcome:
+    /// answered by `ChangeDone` with the same `request` once it is durable (or refused).
+    Change {
+        region: RegionId,
+        request: u64,
+        input: Input,
+    },
+    ChangeDone {
+        request: u64,
+        result: Result<ChangeAck, ChangeFailed>,
+    },
+}
+
+/// A change applied by its region (and, when `durable`, committed to the region's log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeAck {
+    pub tick: u64,
+    /// The object a create made.
+    pub created: Option<world::EntityId>,
+    pub durable: bool,
+}
+
+/// Why a change has no acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeFailed {
+    /// The region refused it; nothing changed.
+    Rejected(String),
+    /// Not applied (moving, not here, busy): send it again.
+    TryAgain(String),
+    /// Applied or not, unknown (the store failed): it may be lost if the host dies.
+    Unknown(String),
 }
 
 impl LinkMsg {

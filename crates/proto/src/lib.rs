@@ -4,6 +4,7 @@
 //!
 //! docs/protocol.md describes the same protocol for people writing a client in any language.
 
+pub mod change;
 pub mod codec;
 pub mod entity;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod terrain;
 pub mod token;
 mod wire;
 
+pub use change::{NewObject, Refusal};
 pub use codec::{
     decode_client, decode_server, encode_client, encode_server, try_encode_server, Encoding, Frame,
 };
@@ -28,4 +30,4 @@ pub use token::{Token, TokenError};
 /// The protocol version spoken by this build. Client and gateway must agree exactly: the hello
 /// carries the client's, the welcome echoes the gateway's, and a mismatch ends the session
 /// with [`ErrorCode::VersionMismatch`]. Bump it on any change to a message's shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

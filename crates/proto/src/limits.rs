@@ -15,6 +15,9 @@ pub const MAX_CHAT_BYTES: usize = 1024;
 pub const MAX_TOKEN_BYTES: usize = 1024;
 /// Longest error message the gateway sends, in bytes.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// Longest error kind and message in a `script_error`, in bytes: the region's own limits.
+pub const MAX_SCRIPT_ERROR_KIND_BYTES: usize = world::limits::MAX_SCRIPT_ERROR_KIND_BYTES;
+pub const MAX_SCRIPT_ERROR_MESSAGE_BYTES: usize = world::limits::MAX_SCRIPT_ERROR_MESSAGE_BYTES;
 /// Longest display name (avatar or object), in bytes: the region's own limit.
 pub const MAX_NAME_BYTES: usize = world::limits::MAX_NAME_BYTES;
 /// Longest floating text over an entity, in bytes: the region's own limit.
@@ -54,3 +57,10 @@ pub const MAX_CLIENT_MSGS_PER_SEC: u32 = 60;
 
 /// Shortest secret accepted for signing or verifying session tokens, in bytes.
 pub const MIN_TOKEN_SECRET_BYTES: usize = 16;
+
+/// Most `create`/`edit`/`delete` requests of one session waiting for their `ack` or
+/// `refused`; beyond it a request is refused with `try_again` at once.
+pub const MAX_PENDING_CHANGES: usize = 64;
+/// Longest the gateway waits for a change's outcome before answering `refused` with
+/// `unknown`, in seconds.
+pub const CHANGE_TIMEOUT_SECS: u64 = 30;

@@ -6,7 +6,9 @@
 //! variants or fields is a protocol change (bump `PROTOCOL_VERSION`).
 
 use serde::{Deserialize, Serialize};
-use world::{Controls, EntityId, RegionId};
+use world::{Controls, EntityId, ObjectEdit, RegionId};
+
+use crate::change::{validate_edit, NewObject, Refusal};
 
 use crate::codec::Encoding;
 use crate::entity::EntityUpdate;
@@ -29,7 +31,7 @@ pub struct Hello {
 }
 
 /// Client → gateway.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientMsg {
     Hello(Hello),
@@ -56,6 +58,25 @@ pub enum ClientMsg {
     Ping {
         nonce: u64,
     },
+    /// Creates an object in the avatar's region; answered by `ack` (with the new id) once
+    /// the change is durable, or by `refused`. `request_id` is the client's, echoed back.
+    Create {
+        request_id: u64,
+        object: NewObject,
+    },
+    /// Changes fields of an object within reach (absent fields stay as they are).
+    Edit {
+        request_id: u64,
+        #[serde(with = "wire::id")]
+        object: EntityId,
+        edit: ObjectEdit,
+    },
+    /// Deletes an object within reach (a linkset root takes its children with it).
+    Delete {
+        request_id: u64,
+        #[serde(with = "wire::id")]
+        object: EntityId,
+    },
 }
 
 impl ClientMsg {
@@ -69,6 +90,9 @@ impl ClientMsg {
             ClientMsg::Sit { .. } => "sit",
             ClientMsg::Stand {} => "stand",
             ClientMsg::Ping { .. } => "ping",
+            ClientMsg::Create { .. } => "create",
+            ClientMsg::Edit { .. } => "edit",
+            ClientMsg::Delete { .. } => "delete",
         }
     }
 
@@ -97,9 +121,12 @@ impl ClientMsg {
                 }
                 validate_chat_text(text)
             }
+            ClientMsg::Create { object, .. } => object.validate(),
+            ClientMsg::Edit { edit, .. } => validate_edit(edit),
             ClientMsg::Touch { .. }
             | ClientMsg::Sit { .. }
             | ClientMsg::Stand {}
+            | ClientMsg::Delete { .. }
             | ClientMsg::Ping { .. } => Ok(()),
         }
     }
@@ -181,6 +208,42 @@ pub enum ServerMsg {
     Pong {
         nonce: u64,
     },
+    /// A script in an object this session's agent owns stopped with an error (or cannot run
+    /// where its region is). Sent once, when it stops, wherever the avatar is.
+    ScriptError {
+        /// The object the script lives in.
+        #[serde(with = "wire::id")]
+        object: EntityId,
+        /// The script's id.
+        #[serde(with = "wire::u64_id")]
+        script: u64,
+        /// The region the object is in.
+        region: RegionId,
+        /// What stopped it: `out_of_fuel`, `time_budget`, `stack_overflow`, `memory_growth`,
+        /// `trap`, `bad_call`, `internal` or `cannot_run` (docs/scripting.md).
+        kind: String,
+        /// What happened, for people.
+        message: String,
+    },
+    /// A `create`, `edit` or `delete` is done: applied by the region and, when `durable`,
+    /// written to its store's log (it survives the death of its host). Without a store the
+    /// region only applied it (`durable` is false).
+    Ack {
+        request_id: u64,
+        /// The object created, edited or deleted.
+        #[serde(with = "wire::id")]
+        object: EntityId,
+        /// The region tick that applied it.
+        tick: u64,
+        durable: bool,
+    },
+    /// A `create`, `edit` or `delete` was not acknowledged; `reason` says whether anything
+    /// changed. The session goes on.
+    Refused {
+        request_id: u64,
+        reason: Refusal,
+        message: String,
+    },
 }
 
 impl ServerMsg {
@@ -193,6 +256,9 @@ impl ServerMsg {
             ServerMsg::Update(_) => "update",
             ServerMsg::Chat { .. } => "chat",
             ServerMsg::Pong { .. } => "pong",
+            ServerMsg::ScriptError { .. } => "script_error",
+            ServerMsg::Ack { .. } => "ack",
+            ServerMsg::Refused { .. } => "refused",
         }
     }
 
@@ -263,6 +329,31 @@ impl ServerMsg {
                 validate_chat_text(text)
             }
             ServerMsg::Pong { .. } => Ok(()),
+            ServerMsg::ScriptError { kind, message, .. } => {
+                if kind.is_empty()
+                    || kind.len() > MAX_SCRIPT_ERROR_KIND_BYTES
+                    || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    return Err(invalid(format!(
+                        "script error kind {kind:?} is not snake_case of 1..={MAX_SCRIPT_ERROR_KIND_BYTES} bytes"
+                    )));
+                }
+                if message.len() > MAX_SCRIPT_ERROR_MESSAGE_BYTES {
+                    return Err(invalid(format!(
+                        "script error message longer than {MAX_SCRIPT_ERROR_MESSAGE_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
+            ServerMsg::Refused { message, .. } => {
+                if message.len() > MAX_ERROR_MESSAGE_BYTES {
+                    return Err(invalid(format!(
+                        "refusal message longer than {MAX_ERROR_MESSAGE_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
+            ServerMsg::Ack { .. } => Ok(()),
         }
     }
 }

@@ -63,6 +63,18 @@ pub(crate) mod id {
     }
 }
 
+/// `#[serde(with = "wire::u64_id")]` for another 64-bit id (a script's) written like entity
+/// ids: a decimal string in JSON, a varint in binary.
+pub(crate) mod u64_id {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        WireId(EntityId(*v)).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        WireId::deserialize(d).map(|w| w.0 .0)
+    }
+}
+
 /// `#[serde(with = "wire::opt_id")]` for an `Option<EntityId>` field.
 pub(crate) mod opt_id {
     use super::*;

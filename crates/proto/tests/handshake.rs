@@ -51,9 +51,11 @@ fn a_future_hello_that_no_longer_parses_is_still_a_version_mismatch() {
 
 #[test]
 fn a_broken_hello_of_this_version_is_reported_as_what_is_wrong_with_it() {
-    let err = accept_hello(br#"{"hello":{"version":1}}"#, Encoding::Json).unwrap_err();
+    let hello = format!(r#"{{"hello":{{"version":{PROTOCOL_VERSION}}}}}"#);
+    let err = accept_hello(hello.as_bytes(), Encoding::Json).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed, "{err}");
-    let err = accept_hello(br#"{"hello":{"version":1,"token":""}}"#, Encoding::Json).unwrap_err();
+    let hello = format!(r#"{{"hello":{{"version":{PROTOCOL_VERSION},"token":""}}}}"#);
+    let err = accept_hello(hello.as_bytes(), Encoding::Json).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Invalid, "{err}");
 }
 

@@ -139,8 +139,58 @@ fn session() -> Vec<(bool, String)> {
     ]
 }
 
+fn script_error_example() -> ServerMsg {
+    ServerMsg::ScriptError {
+        object: BENCH,
+        script: BENCH.0 + 2,
+        region: REGION,
+        kind: "out_of_fuel".into(),
+        message: "the event used all its fuel (FUEL_PER_EVENT): a runaway loop?".into(),
+    }
+}
+
+fn lamp() -> NewObject {
+    NewObject {
+        name: "Lamp".into(),
+        shape: Shape::Cylinder,
+        pos: Vec3::new(120.0, 130.0, 22.0),
+        rot: Quat::IDENTITY,
+        scale: Vec3::new(0.3, 0.3, 1.5),
+        physical: false,
+        text: String::new(),
+    }
+}
+
+const LAMP: EntityId = EntityId((1 << 48) | (1 << 32) | 6);
+
+/// The changes made on purpose, and their answers.
+fn change_examples() -> Vec<String> {
+    vec![
+        json_client(&ClientMsg::Create { request_id: 1, object: lamp() }),
+        json_server(&ServerMsg::Ack { request_id: 1, object: LAMP, tick: 5020, durable: true }),
+        json_client(&ClientMsg::Edit {
+            request_id: 2,
+            object: LAMP,
+            edit: world::ObjectEdit { text: Some("On".into()), ..Default::default() },
+        }),
+        json_server(&ServerMsg::Ack { request_id: 2, object: LAMP, tick: 5023, durable: true }),
+        json_client(&ClientMsg::Delete { request_id: 3, object: LAMP }),
+        json_server(&ServerMsg::Refused {
+            request_id: 3,
+            reason: Refusal::TryAgain,
+            message: "region (1, 1) is moving to another host; send the change again in a moment".into(),
+        }),
+    ]
+}
+
 /// Examples shown outside the session.
 fn other_examples() -> Vec<String> {
+    let mut all = change_examples();
+    all.extend(other_examples_before_changes());
+    all
+}
+
+fn other_examples_before_changes() -> Vec<String> {
     vec![
         json_client(&ClientMsg::Hello(Hello { encoding: Some(Encoding::Json), ..Hello::new("TOKEN") })),
         json_client(&ClientMsg::Controls(world::Controls {
@@ -152,7 +202,11 @@ fn other_examples() -> Vec<String> {
             fly: false,
             run: true,
         })),
-        json_server(&ServerMsg::error(&ProtoError::VersionMismatch { client: 2, server: PROTOCOL_VERSION })),
+        json_server(&ServerMsg::error(&ProtoError::VersionMismatch {
+            client: PROTOCOL_VERSION + 1,
+            server: PROTOCOL_VERSION,
+        })),
+        json_server(&script_error_example()),
         json_server(&ServerMsg::Error {
             code: ErrorCode::UnknownObject,
             message: "no object 42 within reach".into(),
@@ -246,6 +300,8 @@ fn the_document_lists_every_limit_with_its_value() {
         ("MAX_CHAT_BYTES", MAX_CHAT_BYTES.to_string()),
         ("MAX_TOKEN_BYTES", MAX_TOKEN_BYTES.to_string()),
         ("MAX_ERROR_MESSAGE_BYTES", MAX_ERROR_MESSAGE_BYTES.to_string()),
+        ("MAX_SCRIPT_ERROR_KIND_BYTES", MAX_SCRIPT_ERROR_KIND_BYTES.to_string()),
+        ("MAX_SCRIPT_ERROR_MESSAGE_BYTES", MAX_SCRIPT_ERROR_MESSAGE_BYTES.to_string()),
         ("MAX_NAME_BYTES", MAX_NAME_BYTES.to_string()),
         ("MAX_TEXT_BYTES", MAX_TEXT_BYTES.to_string()),
         ("MAX_CLIENT_CHANNEL", MAX_CLIENT_CHANNEL.to_string()),
@@ -306,6 +362,9 @@ fn the_documented_variant_indices_are_the_real_ones() {
         ServerMsg::Update(Update { region: REGION, tick: 0, seq: 1, changes: vec![], removed: vec![] }),
         ServerMsg::Chat { from: ADA, name: String::new(), channel: 0, text: String::new() },
         ServerMsg::Pong { nonce: 0 },
+        script_error_example(),
+        ServerMsg::Ack { request_id: 0, object: LAMP, tick: 0, durable: false },
+        ServerMsg::Refused { request_id: 0, reason: Refusal::Rejected, message: String::new() },
     ];
     let row: Vec<String> = server
         .iter()
@@ -327,6 +386,10 @@ fn the_documented_variant_indices_are_the_real_ones() {
     assert_eq!(postcard::to_stdvec(&motion).unwrap()[0], 1, "motion is 1");
     assert_eq!(postcard::to_stdvec(&EntityKind::Object { physical: false }).unwrap(), vec![0, 0]);
     assert_eq!(postcard::to_stdvec(&Encoding::Binary).unwrap(), vec![1]);
+    let refusals = [Refusal::Rejected, Refusal::TryAgain, Refusal::Unknown];
+    for (i, r) in refusals.iter().enumerate() {
+        assert_eq!(postcard::to_stdvec(r).unwrap(), vec![i as u8]);
+    }
 }
 
 fn common_client() -> Vec<ClientMsg> {
@@ -338,6 +401,9 @@ fn common_client() -> Vec<ClientMsg> {
         ClientMsg::Sit { object: BENCH },
         ClientMsg::Stand {},
         ClientMsg::Ping { nonce: 0 },
+        ClientMsg::Create { request_id: 0, object: lamp() },
+        ClientMsg::Edit { request_id: 0, object: LAMP, edit: world::ObjectEdit::default() },
+        ClientMsg::Delete { request_id: 0, object: LAMP },
     ]
 }
 

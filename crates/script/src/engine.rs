@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,9 +17,11 @@ use wasmtime::{
 };
 
 use crate::abi::{self, AbiType, Handler, Signature, IMPORT_MODULE};
+use crate::cache::{CacheStats, Counters, DiskCache};
 use crate::host::{self, HostState};
 use crate::limits::{
-    DEFAULT_MAX_SCRIPTS, FUEL_PER_EVENT, MAX_TABLES, MAX_TABLE_ELEMENTS, MAX_WASM_STACK, MEMORY_BYTES,
+    DEFAULT_MAX_SCRIPTS, DEFAULT_MODULE_CACHE_BYTES, FUEL_PER_EVENT, MAX_TABLES, MAX_TABLE_ELEMENTS,
+    MAX_WASM_STACK, MEMORY_BYTES,
 };
 use crate::module::{self, LoadError, ModuleInfo};
 use crate::state::ModuleHash;
@@ -31,13 +33,20 @@ pub struct EngineConfig {
     pub max_scripts: u32,
     /// Where compiled modules are kept across restarts; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache directory may hold; least recently used modules go beyond it.
+    pub cache_max_bytes: u64,
     /// Fuel per event; `FUEL_PER_EVENT` unless a test needs the epoch to be the only stop.
     pub fuel_per_event: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
-        EngineConfig { max_scripts: DEFAULT_MAX_SCRIPTS, cache_dir: None, fuel_per_event: FUEL_PER_EVENT }
+        EngineConfig {
+            max_scripts: DEFAULT_MAX_SCRIPTS,
+            cache_dir: None,
+            cache_max_bytes: DEFAULT_MODULE_CACHE_BYTES,
+            fuel_per_event: FUEL_PER_EVENT,
+        }
     }
 }
 
@@ -61,6 +70,8 @@ pub struct ScriptModule {
     /// Chunk hashes of the module's initial memory image, which every fresh instance shares
     /// (no start function may change it): taken once, at the first instantiation.
     pub(crate) initial_chunks: std::sync::OnceLock<[u64; crate::limits::CHUNKS]>,
+    /// Content hash of the module as compiled (after the loader's rewrite): its disk cache key.
+    pub(crate) compiled_hash: u128,
 }
 
 impl ScriptModule {
@@ -129,9 +140,8 @@ pub struct ScriptEngine {
     engine: Engine,
     linker: Linker<HostState>,
     modules: Mutex<HashMap<ModuleHash, Arc<ScriptModule>>>,
-    cache_dir: Option<PathBuf>,
-    /// Part of every on-disk cache key: a compiled module only loads into an identical engine.
-    compat: u64,
+    disk: Option<DiskCache>,
+    counters: Counters,
     epoch: Arc<AtomicU64>,
     fuel_per_event: u64,
 }
@@ -140,7 +150,7 @@ impl std::fmt::Debug for ScriptEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScriptEngine")
             .field("modules", &self.lock_modules().len())
-            .field("cache_dir", &self.cache_dir)
+            .field("disk", &self.disk)
             .field("epoch", &self.epoch.load(Ordering::Relaxed))
             .finish()
     }
@@ -179,18 +189,23 @@ impl ScriptEngine {
         let engine = Engine::new(&config).map_err(wt)?;
         let mut linker = Linker::new(&engine);
         host::link(&mut linker).map_err(wt)?;
-        if let Some(dir) = &cfg.cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|error| EngineError::CacheDir { path: dir.clone(), error })?;
-        }
+        // wasmtime's own hash covers its version and every setting that shapes compiled code.
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         engine.precompile_compatibility_hash().hash(&mut h);
+        let fingerprint = h.finish();
+        let disk = match cfg.cache_dir {
+            Some(dir) => Some(
+                DiskCache::new(dir.clone(), cfg.cache_max_bytes, fingerprint)
+                    .map_err(|error| EngineError::CacheDir { path: dir, error })?,
+            ),
+            None => None,
+        };
         Ok(ScriptEngine {
-            compat: h.finish(),
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
-            cache_dir: cfg.cache_dir,
+            disk,
+            counters: Counters::default(),
             epoch: Arc::new(AtomicU64::new(0)),
             fuel_per_event: cfg.fuel_per_event,
         })
@@ -223,7 +238,8 @@ impl ScriptEngine {
             return Ok(m);
         }
         let (rewritten, info) = module::prepare(&wasm)?;
-        let compiled = self.compile_cached(hash, &rewritten)?;
+        let compiled_hash = xxhash_rust::xxh3::xxh3_128(&rewritten);
+        let compiled = self.compile_cached(compiled_hash, &rewritten)?;
         check_signatures(&compiled, &info)?;
         let pre = self.linker.instantiate_pre(&compiled).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let m = Arc::new(ScriptModule {
@@ -233,6 +249,7 @@ impl ScriptEngine {
             fuel_per_event: self.fuel_per_event,
             epoch: self.epoch.clone(),
             initial_chunks: std::sync::OnceLock::new(),
+            compiled_hash,
         });
         // Two threads loading the same module both compile it; the first one stored wins, so
         // every script of one hash shares one compiled module.
@@ -244,40 +261,55 @@ impl ScriptEngine {
         self.modules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cache_path(&self, dir: &Path, hash: ModuleHash) -> PathBuf {
-        dir.join(format!("{:016x}-{hash}.cwasm", self.compat))
-    }
-
-    fn compile_cached(&self, hash: ModuleHash, wasm: &[u8]) -> Result<Module, LoadError> {
-        let path = self.cache_dir.as_deref().map(|d| self.cache_path(d, hash));
-        if let Some(path) = &path {
-            if path.exists() {
-                // SAFETY: the file is one this engine wrote (cache directory, name keyed by the
-                // engine's compatibility hash and the module's content hash), and wasmtime
-                // checks its header against the engine. A corrupt or foreign file fails to
-                // load and is recompiled below.
-                if let Ok(m) = unsafe { Module::deserialize_file(&self.engine, path) } {
-                    return Ok(m);
-                }
+    /// The compiled module for `wasm` (whose content hash is `key`): from the disk cache if a
+    /// good file is there, else compiled (and written to the cache).
+    fn compile_cached(&self, key: u128, wasm: &[u8]) -> Result<Module, LoadError> {
+        if let Some(disk) = &self.disk {
+            match disk.read(key) {
+                // SAFETY: `read` returns only a payload this engine wrote: the file's header
+                // names this engine's fingerprint (wasmtime's compatibility hash) and this
+                // module's key, and the payload's length and xxh3-128 checksum match what was
+                // written. wasmtime also checks its own header against the engine. Anything
+                // else was refused above and is compiled anew below.
+                Ok(Some(payload)) => match unsafe { Module::deserialize(&self.engine, &payload) } {
+                    Ok(m) => {
+                        Counters::add(&self.counters.loaded, 1);
+                        return Ok(m);
+                    }
+                    Err(_) => Counters::add(&self.counters.rejected, 1),
+                },
+                Ok(None) => {}
+                Err(_) => Counters::add(&self.counters.rejected, 1),
             }
         }
         let module =
             Module::from_binary(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        if let Some(path) = &path {
+        Counters::add(&self.counters.compiled, 1);
+        if let Some(disk) = &self.disk {
             // The cache is an optimisation: failing to write it only costs a compile later.
             if let Ok(bytes) = module.serialize() {
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                if std::fs::write(&tmp, bytes).is_ok() {
-                    let _ = std::fs::rename(&tmp, path);
+                if disk.write(key, &bytes) {
+                    Counters::add(&self.counters.written, 1);
+                    Counters::add(&self.counters.evicted, disk.trim(&disk.path(key)));
                 }
             }
         }
         Ok(module)
     }
 
-    /// Whether a compiled module for this hash is on disk (for tests and diagnostics).
-    pub fn is_cached_on_disk(&self, hash: ModuleHash) -> bool {
-        self.cache_dir.as_deref().is_some_and(|d| self.cache_path(d, hash).exists())
+    /// Whether this module's compiled code is in the disk cache (for tests and diagnostics).
+    pub fn is_cached_on_disk(&self, module: &ScriptModule) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.path(module.compiled_hash).exists())
+    }
+
+    /// The cache file of a module, if the engine has a cache directory.
+    pub fn cache_file(&self, module: &ScriptModule) -> Option<PathBuf> {
+        self.disk.as_ref().map(|d| d.path(module.compiled_hash))
+    }
+
+    /// What the compiled-module cache did so far: compilations, loads from disk, bad files.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.counters.stats()
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod abi;
 pub mod batch;
 pub mod bench;
+mod cache;
 pub mod engine;
 pub mod event;
 mod host;
@@ -25,6 +26,7 @@ pub mod view;
 
 pub use batch::{run_batch, BatchReport, ScriptEffects};
 pub use bench::{bench, BenchReport};
+pub use cache::CacheStats;
 pub use engine::{EngineConfig, EngineError, EpochTicker, ScriptEngine, ScriptModule, TickBudget};
 pub use event::{ChatRange, Effect, Event};
 pub use module::LoadError;

@@ -59,3 +59,10 @@ pub const MAX_SENSOR_RESULTS: usize = 16;
 
 /// Default number of script instances one engine can hold at once (pooling allocator slots).
 pub const DEFAULT_MAX_SCRIPTS: u32 = 10_000;
+
+/// Largest compiled module the disk cache stores or reads, in bytes (a 1 MiB module compiles
+/// to a few MiB of native code; anything far larger is not a file this engine wrote).
+pub const MAX_CACHED_MODULE_BYTES: usize = 64 * 1024 * 1024;
+/// Default budget of the compiled-module cache directory, in bytes; beyond it the least
+/// recently used modules are removed.
+pub const DEFAULT_MODULE_CACHE_BYTES: u64 = 256 * 1024 * 1024;

@@ -127,7 +127,7 @@ fn the_same_module_is_compiled_once_and_cached_on_disk_for_restarts() {
     let a = load(&first, "counter");
     let b = load(&first, "counter");
     assert!(std::sync::Arc::ptr_eq(&a, &b), "second load comes from the memory cache");
-    assert!(first.is_cached_on_disk(a.hash()));
+    assert!(first.is_cached_on_disk(&a));
     drop(first);
 
     // A restarted engine finds the compiled module on disk and runs it.

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Run trivial script events on 1 thread and on --threads threads: throughput, latency,
     /// instantiation and snapshot cost, and the speed-up.
     Scripts(ScriptsArgs),
+    /// What durability costs: durable changes per second with group commit, checkpoint and
+    /// recovery times, and a busy region's tick p99 with frequent checkpoints against none.
+    Store(crate::bench_store::StoreBenchArgs),
     /// The orchestrator on its own: a crowd gathers in one region of a small host and leaves;
     /// when it was seen busy, moved to the big host, and packed back.
     Placement(crate::bench_placement::PlacementBenchArgs),
@@ -81,6 +84,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Snapshot(a) => emit(&snapshot(&a)?, a.json),
         BenchCommand::Migrate(a) => crate::bench_migrate::bench(a),
         BenchCommand::Scripts(a) => emit(&scripts(&a)?, a.json),
+        BenchCommand::Store(a) => crate::bench_store::bench(a),
         BenchCommand::Placement(a) => crate::bench_placement::bench(a),
     }
 }
@@ -100,7 +104,7 @@ pub fn emit<T: Serialize>(report: &T, json: bool) -> anyhow::Result<()> {
 const BENCH_REGION: RegionId = RegionId::new(0, 0);
 const TICK_US: u64 = 1_000_000 / ACTIVE_TICK_HZ as u64;
 
-fn populated(objects: usize, moving: bool, rng: &mut SmallRng) -> anyhow::Result<Region> {
+pub(crate) fn populated(objects: usize, moving: bool, rng: &mut SmallRng) -> anyhow::Result<Region> {
     let mut region = Region::new(BENCH_REGION, 1);
     let shapes = [Shape::Box, Shape::Sphere, Shape::Cylinder, Shape::Cone, Shape::Torus];
     let mut left = objects;
@@ -327,6 +331,12 @@ struct ScriptsReport {
     instantiate_us: f64,
     snapshot_us_per_script: f64,
     compile_ms: f64,
+    /// The default world's modules (crates/terrane/world/*.wat): loading them all into a fresh
+    /// engine by compiling, and by loading them from the disk cache, as a restarted host does.
+    world_modules: usize,
+    module_compile_ms: f64,
+    module_load_ms: f64,
+    module_cache_bytes: u64,
 }
 
 fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
@@ -341,6 +351,9 @@ fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
     );
     let one = host::scripting::engine_bench(a.scripts, 1, a.events)?;
     let many = host::scripting::engine_bench(a.scripts, a.threads, a.events)?;
+    let dir = std::env::temp_dir().join(format!("terrane-bench-module-cache-{}", std::process::id()));
+    let cache = host::scripting::module_cache_bench(&crate::living::MODULES, &dir)
+        .map_err(|e| anyhow::anyhow!("module cache benchmark: {e}"))?;
     Ok(ScriptsReport {
         scripts: a.scripts,
         threads: a.threads,
@@ -353,6 +366,10 @@ fn scripts(a: &ScriptsArgs) -> anyhow::Result<ScriptsReport> {
         instantiate_us: many.instantiate_us,
         snapshot_us_per_script: many.snapshot_us_per_script,
         compile_ms: many.compile_ms,
+        world_modules: cache.modules,
+        module_compile_ms: cache.compile_ms,
+        module_load_ms: cache.load_ms,
+        module_cache_bytes: cache.cache_bytes,
     })
 }
 

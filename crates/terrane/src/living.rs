@@ -13,6 +13,14 @@ pub const PLANT_WAT: &str = include_str!("../world/plant.wat");
 pub const WORKER_WAT: &str = include_str!("../world/worker.wat");
 pub const VEHICLE_WAT: &str = include_str!("../world/vehicle.wat");
 pub const FERRY_WAT: &str = include_str!("../world/ferry.wat");
+/// Every module of the living world.
+pub const MODULES: [&[u8]; 5] = [
+    GRAZER_WAT.as_bytes(),
+    PLANT_WAT.as_bytes(),
+    WORKER_WAT.as_bytes(),
+    VEHICLE_WAT.as_bytes(),
+    FERRY_WAT.as_bytes(),
+];
 
 /// How much life one region gets.
 #[derive(Clone, Copy, Debug)]
@@ -139,7 +147,8 @@ mod tests {
     const WALKER: EntityId = EntityId(0xA000_0001);
 
     fn script_host(threads: usize) -> ScriptHost {
-        ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 2_000 }).unwrap()
+        ScriptHost::new(ScriptConfig { threads, time_budget: false, max_scripts: 2_000, module_cache: None })
+            .unwrap()
     }
 
     /// The inputs of tick `t`: the life at tick 0, an avatar who walks in circles through the

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_migrate;
 mod bench_placement;
+mod bench_store;
 mod cluster;
 mod cluster_view;
 mod demo;
@@ -199,7 +200,9 @@ fn run_host(args: HostArgs) -> anyhow::Result<()> {
         let link = tokio::net::TcpListener::bind(args.link)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for links on {}: {e}", args.link))?;
-        let host = host::Host::start(config);
+        // Compiled script modules are kept with the data, so a restart does not compile them again.
+        let module_cache = args.data.as_ref().map(|d| d.join("modules"));
+        let host = host::Host::start_with_module_cache(config, module_cache);
         if args.data.is_some() || args.store.is_some() {
             host.set_durability(
                 durable_cmd::DataArgs::for_host(args.data.clone(), args.store.clone()).open()?,

@@ -87,7 +87,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e} (pick another with --listen)"))?;
         let api = listener.local_addr()?;
         let link = rt.block_on(tokio::net::TcpListener::bind((api.ip(), 0)))?;
-        let host = host::Host::start(crate::cluster::host_config(&config, i));
+        // Compiled script modules are kept with the data, so a restart does not compile them again.
+        let module_cache = Some(args.data.data.join("modules"));
+        let host = host::Host::start_with_module_cache(crate::cluster::host_config(&config, i), module_cache);
         host.set_durability(durability.clone());
         let net = {
             let _guard = rt.enter();

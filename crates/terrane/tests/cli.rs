@@ -54,6 +54,16 @@ fn bench_tick_prints_one_json_object_with_the_tick_costs() {
 }
 
 #[test]
+fn bench_scripts_prints_event_rates_and_the_world_modules_compile_and_load_times() {
+    let v = bench_json(&["bench", "scripts", "--scripts", "100", "--events", "8", "--json"]);
+    for key in ["events_per_s", "instantiate_us", "module_compile_ms", "module_load_ms", "module_cache_bytes"]
+    {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert_eq!(v["world_modules"], 5, "{v}");
+}
+
+#[test]
 fn bench_snapshot_prints_sizes_speeds_and_a_matching_hash() {
     let v = bench_json(&["bench", "snapshot", "--objects", "300", "--churn", "5", "--repeat", "2", "--json"]);
     for key in ["snapshot_bytes", "encode_mb_per_s", "decode_mb_per_s", "delta_bytes_per_tick"] {

@@ -20,6 +20,7 @@ fn http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16
 
 #[test]
 fn the_dashboard_api_shows_the_grid_and_moves_a_region_only_with_the_control_token() {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_terrane"))
         .args([
             "run",
@@ -31,6 +32,10 @@ fn the_dashboard_api_shows_the_grid_and_moves_a_region_only_with_the_control_tok
             "127.0.0.1:0",
             "--objects",
             "30",
+            // A new world of its own, not one kept in ./terrane-data by an earlier run.
+            "--fresh",
+            "--data",
+            data.path().to_str().unwrap(),
         ])
         .env_remove("TERRANE_CONTROL_TOKEN")
         .stdout(Stdio::piped())

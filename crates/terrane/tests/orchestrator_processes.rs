@@ -212,6 +212,7 @@ fn draining_a_host_moves_every_region_live_and_disconnects_nobody() {
 
 #[test]
 fn status_shows_the_cluster_of_terrane_run_and_a_drain_of_an_unknown_host_fails_clearly() {
+    let data = tempfile::tempdir().unwrap();
     let mut run = Command::new(env!("CARGO_BIN_EXE_terrane"))
         .args([
             "run",
@@ -223,6 +224,10 @@ fn status_shows_the_cluster_of_terrane_run_and_a_drain_of_an_unknown_host_fails_
             "127.0.0.1:0",
             "--objects",
             "20",
+            // A new world of its own, not one kept in ./terrane-data by an earlier run.
+            "--fresh",
+            "--data",
+            data.path().to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -3,7 +3,7 @@
 // neighbours from above, walks with the keyboard and chats.
 "use strict";
 
-const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 2;
 const REGION_SIZE = 256;
 const TERRAIN_SAMPLES = 256;
 // Between two updates, entities move on with their velocity for at most this long.
@@ -122,6 +122,10 @@ function handle(msg) {
   } else if (msg.error) {
     state.lastError = `${msg.error.code}: ${msg.error.message}`;
     say("error", state.lastError);
+  } else if (msg.script_error) {
+    // One of our objects' scripts stopped (docs/protocol.md, script_error).
+    const e = msg.script_error;
+    say("error", `script in object ${e.object} stopped (${e.kind}): ${e.message}`);
   }
 }
 

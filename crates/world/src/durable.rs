@@ -140,6 +140,31 @@ impl Touched {
 }
 
 impl Region {
+    /// A copy for a checkpoint, taken at a tick boundary: everything the snapshot encodes,
+    /// without the derived row-hash cache (rebuilt on demand), so the tick thread copies only
+    /// state. Its `state_hash` equals the original's.
+    pub fn checkpoint_copy(&self) -> Region {
+        Region {
+            id: self.id,
+            tick: self.tick,
+            generation: self.generation,
+            now_us: self.now_us,
+            next_serial: self.next_serial,
+            terrain: self.terrain.clone(),
+            entities: self.entities.clone(),
+            tombstones: self.tombstones.clone(),
+            tombstone_floor: self.tombstone_floor,
+            avatars: self.avatars,
+            scripts: self.scripts.clone(),
+            script_tombstones: self.script_tombstones.clone(),
+            hash_cache: Default::default(),
+            neighbours: self.neighbours,
+            border: self.border.clone(),
+            border_gen: self.border_gen,
+            arrivals: Vec::new(),
+        }
+    }
+
     /// Applies one logged record of durable changes on top of this region (a checkpoint and the
     /// records before it), whatever happened in between that was not logged. Checked whole
     /// before anything changes, like a delta; a refused record leaves the region as it was.

@@ -243,6 +243,9 @@ pub struct TickOutput {
     pub interval_us: u64,
     /// Script effects the region refused this tick.
     pub script_refused: Vec<ScriptRefused>,
+    /// Scripts that stopped with an error this tick, with their objects' owners (at most
+    /// `MAX_SCRIPT_ERRORS_PER_TICK`): gateways tell the owners.
+    pub script_errors: Vec<crate::scripts::ScriptStopped>,
     /// Roots that reached an open edge this tick and are now held there, with the neighbour
     /// they are leaving for (see [`crate::border`]).
     pub leaving: Vec<(EntityId, crate::RegionId)>,

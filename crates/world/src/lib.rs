@@ -26,7 +26,7 @@ pub use input::{
 pub use region::Region;
 pub use scripts::{
     MemoryChunk, ModuleHash, NoScripts, ObjectEffects, ScriptEffect, ScriptId, ScriptOutcome, ScriptPass,
-    ScriptRecord, ScriptStart, ScriptUpdate, Template, Touch,
+    ScriptRecord, ScriptStart, ScriptStopped, ScriptUpdate, Template, Touch,
 };
 pub use terrain::Terrain;
 

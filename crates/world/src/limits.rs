@@ -72,6 +72,12 @@ pub const MAX_SCRIPT_TEMPLATE_SCRIPTS: usize = 8;
 /// Most objects the scripts of a region may create in one tick; further requests are refused,
 /// so a flooding script costs the region a bounded amount.
 pub const MAX_SCRIPT_CREATIONS_PER_TICK: usize = 64;
+/// Most stopped scripts one tick reports to their owners; more in one tick are dropped from
+/// the report (they still show in the host's statistics).
+pub const MAX_SCRIPT_ERRORS_PER_TICK: usize = 64;
+/// Longest error kind and error message in such a report, in bytes (cut at a character boundary).
+pub const MAX_SCRIPT_ERROR_KIND_BYTES: usize = 32;
+pub const MAX_SCRIPT_ERROR_MESSAGE_BYTES: usize = 256;
 
 /// Largest crossing-protocol record a region keeps (see [`crate::border`]).
 pub const MAX_BORDER_STATE_BYTES: usize = 32 * 1024 * 1024;

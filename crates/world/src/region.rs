@@ -674,6 +674,12 @@ impl Region {
             self.unseat_from_missing(stamp);
             self.drop_orphan_scripts(&out.removed[removed_before..].to_vec());
         }
+        for mut stopped in outcome.stopped.into_iter().take(MAX_SCRIPT_ERRORS_PER_TICK) {
+            stopped.owner = self.entities.get(&stopped.object).map_or(0, |e| e.owner);
+            truncate_utf8(&mut stopped.kind, MAX_SCRIPT_ERROR_KIND_BYTES);
+            truncate_utf8(&mut stopped.message, MAX_SCRIPT_ERROR_MESSAGE_BYTES);
+            out.script_errors.push(stopped);
+        }
         for update in outcome.updates {
             // A script whose object was deleted by this tick's effects is gone already.
             let Some(r) = self.scripts.records.get_mut(&update.id) else { continue };
@@ -1202,4 +1208,15 @@ fn finite_rot(q: Quat) -> Result<Quat, InputError> {
 
 fn clamp_speed(v: Vec3) -> Vec3 {
     v.clamp_length_max(MAX_SPEED)
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }

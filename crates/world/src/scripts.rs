@@ -299,12 +299,29 @@ pub struct ScriptUpdate {
     pub control: Vec<u8>,
 }
 
+/// A script that stopped with an error (or cannot run on this host), reported once, in the
+/// tick it stopped, so that its owner can be told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptStopped {
+    pub script: ScriptId,
+    pub object: EntityId,
+    /// The agent who owns the object (the region fills it in; 0 for nobody).
+    pub owner: u64,
+    /// What stopped it, in snake_case (`out_of_fuel`, `trap`, `cannot_run`, ...; see
+    /// docs/scripting.md), at most `MAX_SCRIPT_ERROR_KIND_BYTES`.
+    pub kind: String,
+    /// What happened, for people; at most `MAX_SCRIPT_ERROR_MESSAGE_BYTES`.
+    pub message: String,
+}
+
 /// What the scripts did this tick, for the region to apply.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScriptOutcome {
     /// Ordered by script id: the order effects are applied in.
     pub effects: Vec<ObjectEffects>,
     pub updates: Vec<ScriptUpdate>,
+    /// Scripts that stopped this tick (newly: each is reported once).
+    pub stopped: Vec<ScriptStopped>,
 }
 
 /// Runs a region's scripts inside its tick, after inputs and motion, against the region as

@@ -121,3 +121,14 @@ fn a_refused_input_makes_no_record() {
     assert_eq!(out.rejected.len(), 1);
     assert!(out.durable.is_none());
 }
+
+#[test]
+fn a_checkpoint_copy_is_the_region_without_its_caches() {
+    let mut r = flat();
+    let spec = ObjectSpec { name: "kept".into(), ..ObjectSpec::default() };
+    r.tick(1_000, vec![Input::CreateObject { tag: 1, spec }]);
+    let hash = r.state_hash();
+    let copy = r.checkpoint_copy();
+    assert_eq!(copy.snapshot(), r.snapshot(), "the same canonical bytes");
+    assert_eq!(copy.state_hash(), hash, "the same state hash, computed afresh");
+}

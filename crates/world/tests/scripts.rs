@@ -184,3 +184,30 @@ fn a_delta_whose_script_patch_does_not_fit_the_replica_is_refused_and_changes_no
     assert!(replica.apply_delta(&delta).is_err());
     assert_eq!(replica.state_hash(), before);
 }
+
+#[test]
+fn stopped_scripts_are_reported_with_their_owner_within_the_limits() {
+    let mut r = Region::with_terrain(R, Terrain::flat(20.0));
+    let spec = ObjectSpec { owner: 0xADA, ..ObjectSpec::default() };
+    let out = r.tick(0, [Input::CreateObject { tag: 1, spec }]);
+    let object = out.created[0].id;
+    let stop = |n: u64| world::ScriptStopped {
+        script: ScriptId(n),
+        object: if n == 0 { object } else { EntityId(0xDEAD) },
+        owner: 7, // whatever the pass says, the region fills in the owner
+        kind: "out_of_fuel".into(),
+        message: "é".repeat(200),
+    };
+    let n = world::limits::MAX_SCRIPT_ERRORS_PER_TICK as u64 + 10;
+    let outcome = ScriptOutcome { stopped: (0..n).map(stop).collect(), ..Default::default() };
+    let out = r.tick_with(next(&r), [], &mut Once(Some(outcome), vec![]));
+    assert_eq!(out.script_errors.len(), world::limits::MAX_SCRIPT_ERRORS_PER_TICK);
+    assert_eq!((out.script_errors[0].object, out.script_errors[0].owner), (object, 0xADA));
+    assert_eq!(out.script_errors[1].owner, 0, "an object not in the region has no owner");
+    for s in &out.script_errors {
+        assert!(s.message.len() <= world::limits::MAX_SCRIPT_ERROR_MESSAGE_BYTES);
+        assert!(s.message.len() >= world::limits::MAX_SCRIPT_ERROR_MESSAGE_BYTES - 1);
+    }
+    // A report belongs to one tick only.
+    assert!(r.tick_with(next(&r), [], &mut Once(None, vec![])).script_errors.is_empty());
+}

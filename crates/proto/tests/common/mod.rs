@@ -91,6 +91,13 @@ pub fn every_server_msg() -> Vec<ServerMsg> {
         ServerMsg::Update(Update { region, tick: u64::MAX, seq: u64::MAX, changes: vec![], removed: vec![] }),
         ServerMsg::Chat { from: AGENT, name: "Ada".into(), channel: -7, text: "hi".into() },
         ServerMsg::Pong { nonce: 7 },
+        ServerMsg::ScriptError {
+            object: EntityId(5),
+            script: u64::MAX,
+            region,
+            kind: "out_of_fuel".into(),
+            message: "the event used all of its 2000000 fuel".into(),
+        },
     ];
     for code in ErrorCode::ALL {
         msgs.push(ServerMsg::Error { code, message: format!("{code:?} happened") });
@@ -236,6 +243,15 @@ pub fn arb_server_msg() -> impl Strategy<Value = ServerMsg> {
         (arb_id(), arb_text(20), any::<i32>(), arb_text(200))
             .prop_map(|(from, name, channel, text)| ServerMsg::Chat { from, name, channel, text }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
+        (arb_id(), any::<u64>(), arb_region(), "[a-z_]{1,32}", arb_text(100)).prop_map(
+            |(object, script, region, kind, message)| ServerMsg::ScriptError {
+                object,
+                script,
+                region,
+                kind,
+                message
+            }
+        ),
         (proptest::sample::select(ErrorCode::ALL.to_vec()), arb_text(100))
             .prop_map(|(code, message)| ServerMsg::Error { code, message }),
     ]
