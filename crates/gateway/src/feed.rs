@@ -2,15 +2,17 @@
 //! per host shared by every region on it, and a mirror of each region's entities built from
 //! its update stream (late joiners are served from it).
 //!
-//! A feed follows its region when it moves: a host answering `NotHere { owner }` (or dying)
-//! makes the feed re-subscribe at the new owner, and the sessions watching it never notice.
+//! A feed follows its region when it moves: a host answering `NotHere { owner }` makes the feed
+//! re-subscribe at the new owner; when the owner dies, the directory's watch tells of the host
+//! that took the region over the moment it does (lookups with backoff remain the fallback when
+//! there is no watch). The sessions watching it never notice.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use directory::Directory;
+use directory::{Change, Directory};
 use link::{LinkMsg, LinkTx, Role};
 use parking_lot::{Mutex, RwLock};
 use proto::{RegionInfo, ServerMsg};
@@ -158,7 +160,16 @@ pub(crate) struct Feeds {
 }
 
 impl Feeds {
+    /// Also follows the directory's watch when called inside a tokio runtime.
     pub fn new(directory: Arc<dyn Directory>, name: String, world_seed: u32, owners: Owners) -> Arc<Feeds> {
+        let feeds = Feeds::unwatched(directory, name, world_seed, owners);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(follow_directory(Arc::downgrade(&feeds)));
+        }
+        feeds
+    }
+
+    fn unwatched(directory: Arc<dyn Directory>, name: String, world_seed: u32, owners: Owners) -> Arc<Feeds> {
         Arc::new_cyclic(|me| Feeds {
             me: me.clone(),
             directory,
@@ -345,6 +356,40 @@ impl Feeds {
         }
     }
 
+    /// The directory says `host` owns `region` now. A feed whose owner is gone (its link lost,
+    /// as when the host died and the region failed over) subscribes there at once instead of
+    /// waiting for its next lookup. A feed whose owner is still linked is left alone: that
+    /// host answers `NotHere` on the same link after its last update, so nothing is missed.
+    async fn placed(&self, region: RegionId, host: String) {
+        self.absent.lock().remove(&region);
+        let Some(current) = self.feeds.lock().get(&region).map(|f| f.host.clone()) else { return };
+        if let Some(h) = &current {
+            let linked = self.links.lock().get(h).is_some_and(|t| !t.is_closed());
+            if *h == host || linked {
+                return;
+            }
+        }
+        {
+            let mut feeds = self.feeds.lock();
+            let Some(feed) = feeds.get_mut(&region) else { return };
+            if feed.host != current {
+                return; // someone else followed it meanwhile
+            }
+            // Claimed before subscribing: a running re-subscription then stops.
+            feed.host = Some(host.clone());
+        }
+        self.counters.resubscribes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%region, to = %host, "the directory moved the region; following it");
+        match self.link(&host).await {
+            Ok(tx) if tx.send(&LinkMsg::Subscribe { region }) => {}
+            Ok(_) => self.resubscribe(region),
+            Err(e) => {
+                tracing::warn!(%region, "cannot subscribe at the new owner: {e}");
+                self.resubscribe(region);
+            }
+        }
+    }
+
     /// Looks the owner up in the directory (with backoff) until a subscription is sent.
     fn resubscribe(&self, region: RegionId) {
         {
@@ -364,6 +409,13 @@ impl Feeds {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(RESUBSCRIBE_MAX_MS));
                 let Some(feeds) = me.upgrade() else { return };
+                if feeds.feeds.lock().get(&region).is_some_and(|f| f.host.is_some()) {
+                    // The directory's watch already subscribed it at its new owner.
+                    if let Some(feed) = feeds.feeds.lock().get_mut(&region) {
+                        feed.resubscribing = false;
+                    }
+                    return;
+                }
                 let host = match feeds.directory.get(region).await {
                     Ok(Some(p)) => p.host,
                     Ok(None) => continue,
@@ -520,5 +572,50 @@ impl Feeds {
         for region in orphans {
             self.resubscribe(region);
         }
+    }
+}
+
+/// How long the gateway goes without a directory watch before it tries again (meanwhile feeds
+/// find moved regions by `NotHere` and lookups with backoff).
+const REWATCH_AFTER: Duration = Duration::from_secs(10);
+/// Bound on one wait for a change, so a dropped gateway ends the task.
+const WATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Follows the directory's changes for `feeds` until they are dropped.
+async fn follow_directory(me: Weak<Feeds>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let Some(feeds) = me.upgrade() else { return };
+        let watch = feeds.directory.watch().await;
+        drop(feeds);
+        match watch {
+            Ok(mut rx) => loop {
+                let next = tokio::time::timeout(WATCH_WAIT, rx.recv()).await;
+                let Some(feeds) = me.upgrade() else { return };
+                match next {
+                    Err(_) => {}
+                    Ok(Ok(Change::Region { region, placement: Some(p) })) => {
+                        feeds.placed(region, p.host).await
+                    }
+                    Ok(Ok(Change::Resync)) | Ok(Err(RecvError::Lagged(_))) => {
+                        match feeds.directory.list().await {
+                            Ok(list) => {
+                                for (region, p) in list {
+                                    feeds.placed(region, p.host).await;
+                                }
+                            }
+                            Err(e) => tracing::debug!("directory unreachable after a resync: {e}"),
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RecvError::Closed)) => {
+                        tracing::warn!("the directory watch ended: regions are followed by lookups");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!("no directory watch (regions are followed by lookups): {e}"),
+        }
+        tokio::time::sleep(REWATCH_AFTER).await;
     }
 }

@@ -10,6 +10,7 @@ pub mod durable;
 pub mod metrics;
 pub mod net;
 mod net_border;
+pub mod net_watch;
 pub mod report;
 pub mod scripting;
 pub mod stats;

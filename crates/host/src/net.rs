@@ -99,6 +99,8 @@ pub struct Net {
     pending_inputs: Mutex<HashMap<RegionId, Vec<Input>>>,
     moved: Mutex<HashMap<RegionId, String>>,
     statuses: Mutex<Vec<MigrationStatus>>,
+    /// The directory's placements, kept current by its watch (net_watch.rs).
+    placements: crate::net_watch::Placements,
 }
 
 impl Net {
@@ -118,6 +120,7 @@ impl Net {
             pending_inputs: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
             statuses: Mutex::new(Vec::new()),
+            placements: Default::default(),
         });
         let weak = Arc::downgrade(&net);
         host.observe(Box::new(move |region, out| {
@@ -147,6 +150,7 @@ impl Net {
             }
         });
         crate::net_border::start(&net);
+        crate::net_watch::start(&net);
         let n = Arc::downgrade(&net);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(TARGET_SWEEP);
@@ -157,6 +161,18 @@ impl Net {
             }
         });
         net
+    }
+
+    /// The directory's placements as this host follows them.
+    pub fn placements(&self) -> &crate::net_watch::Placements {
+        &self.placements
+    }
+
+    /// Where a region that is not here runs: where it went from here, else the owner the
+    /// directory's watch last told of (never this host).
+    fn owner_elsewhere(&self, region: RegionId) -> Option<String> {
+        let moved = self.moved.lock().get(&region).cloned();
+        moved.or_else(|| self.placements.current_owner(region)).filter(|o| *o != self.name)
     }
 
     /// This host's link address: its name in the directory.
@@ -228,7 +244,7 @@ impl Net {
             self.pending_inputs.lock().entry(region).or_default().push(input);
             return;
         }
-        let owner = self.moved.lock().get(&region).cloned();
+        let owner = self.owner_elsewhere(region);
         match owner.and_then(|o| self.peers.lock().get(&o).cloned()) {
             Some(tx) => {
                 tx.send(&LinkMsg::Input { region, input });
@@ -290,9 +306,13 @@ impl Net {
                 }
                 LinkMsg::Subscribe { region } => {
                     if self.host.stats(region).is_ok() {
-                        self.subscribers.lock().entry(region).or_default().push(link.tx.clone());
+                        let mut subs = self.subscribers.lock();
+                        let list = subs.entry(region).or_default();
+                        // A second subscription on the same link changes nothing.
+                        list.retain(|t| !same_link(t, &link.tx));
+                        list.push(link.tx.clone());
                     } else {
-                        let owner = self.moved.lock().get(&region).cloned();
+                        let owner = self.owner_elsewhere(region);
                         link.tx.send(&LinkMsg::NotHere { region, owner });
                     }
                 }

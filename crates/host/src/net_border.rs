@@ -1,5 +1,5 @@
-//! The network side of border crossings: tells the host which regions exist (from the
-//! directory) and carries crossing messages to the hosts that own their destinations.
+//! The network side of border crossings: carries crossing messages to the hosts that own their
+//! destinations (the set of regions comes from the directory's watch, net_watch.rs).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +15,8 @@ use crate::net::Net;
 /// Crossing messages waiting to go to other hosts; beyond it they are dropped (and resent
 /// by the protocol).
 pub const CROSSING_QUEUE: usize = 4096;
-/// How often the host re-reads the directory for the set of regions (its neighbours).
-pub const GRID_REFRESH: Duration = Duration::from_secs(1);
-/// How long a looked-up owner of a region is trusted before it is looked up again.
+/// How long a looked-up owner of a region is trusted before it is looked up again (when no
+/// watch keeps the owners current).
 pub const OWNER_TTL: Duration = Duration::from_millis(500);
 
 pub(crate) fn start(net: &Arc<Net>) {
@@ -34,26 +33,19 @@ pub(crate) fn start(net: &Arc<Net>) {
         }
     }));
     tokio::spawn(forward(Arc::downgrade(net), rx));
-    let weak = Arc::downgrade(net);
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(GRID_REFRESH);
-        loop {
-            every.tick().await;
-            let Some(net) = weak.upgrade() else { break };
-            match net.directory().list().await {
-                Ok(list) => net.host().set_grid(list.into_iter().map(|(r, _)| r)),
-                Err(e) => tracing::debug!("directory unreachable for the grid: {e}"),
-            }
-        }
-    });
 }
 
 async fn forward(net: std::sync::Weak<Net>, mut rx: mpsc::Receiver<(RegionId, Transmit)>) {
     let mut owners: HashMap<RegionId, (String, Instant)> = HashMap::new();
     while let Some((from, t)) = rx.recv().await {
         let Some(net) = net.upgrade() else { break };
-        let owner = match owners.get(&t.to).filter(|(_, at)| at.elapsed() < OWNER_TTL) {
-            Some((o, _)) => o.clone(),
+        let watched = if net.placements().is_watching() {
+            net.placements().current_owner(t.to)
+        } else {
+            owners.get(&t.to).filter(|(_, at)| at.elapsed() < OWNER_TTL).map(|(o, _)| o.clone())
+        };
+        let owner = match watched {
+            Some(o) => o,
             None => match net.directory().get(t.to).await {
                 Ok(Some(p)) => {
                     owners.insert(t.to, (p.host.clone(), Instant::now()));

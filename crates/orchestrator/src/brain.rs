@@ -151,6 +151,9 @@ struct Flight {
 
 struct Drain {
     status: DrainStatus,
+    /// Since when the other hosts have had no room for the drain's next region (loads just
+    /// after a start or a move settle down, so the drain waits a while before it fails).
+    no_room_since: Option<u64>,
 }
 
 pub struct Brain {
@@ -353,7 +356,7 @@ impl Brain {
             moved: 0,
             failures: 0,
         };
-        self.drains.insert(host.to_string(), Drain { status: status.clone() });
+        self.drains.insert(host.to_string(), Drain { status: status.clone(), no_room_since: None });
         self.decide(now_ms, format!("drain of {host} requested: {on_it} regions to move off"));
         Ok(status)
     }
@@ -448,7 +451,14 @@ impl Brain {
             let flying = self.in_flight.values().any(|f| f.mv.from == host);
             let alive = self.hosts.get(&host).is_some_and(|h| h.alive);
             let could_start = self.drain_slots(&host) > 0 && self.cluster_slots() > 0;
+            let others = self.hosts.iter().any(|(n, h)| *n != host && h.alive && !h.draining);
             let d = self.drains.get_mut(&host).expect("listed above");
+            let no_room = mv.is_empty() && !flying && could_start;
+            if !no_room {
+                d.no_room_since = None;
+            }
+            let waited_ms =
+                if no_room { now_ms.saturating_sub(*d.no_room_since.get_or_insert(now_ms)) } else { 0 };
             d.status.regions_left = left;
             let end = if left == 0 && !flying {
                 Some((
@@ -461,7 +471,7 @@ impl Brain {
             } else if mv.is_empty() && !flying && !alive {
                 let why = "the host died while draining (its regions fail over)".to_string();
                 Some((DrainPhase::Failed(why.clone()), format!("drain of {host} failed: {why}")))
-            } else if mv.is_empty() && !flying && could_start {
+            } else if no_room && (!others || waited_ms >= DRAIN_NO_ROOM_PATIENCE.as_millis() as u64) {
                 let why = format!("no other host has room for its {left} remaining regions");
                 Some((DrainPhase::Failed(why.clone()), format!("drain of {host} failed: {why}")))
             } else {

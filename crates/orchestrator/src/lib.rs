@@ -333,19 +333,24 @@ impl Orchestrator {
     /// Restarts a region of a dead host on `to_api`: from the store both shared when they did
     /// (every acknowledged change kept), else from the latest snapshot held.
     async fn restore(&self, mv: &placement::Move, to_api: &str) -> Outcome {
-        let shared = {
+        let (from_store, to_store) = {
             let stores = self.stores.lock();
-            match (stores.get(&mv.from), stores.get(&mv.to)) {
-                (Some(a), Some(b)) if a == b => Some(a.clone()),
-                _ => None,
-            }
+            (stores.get(&mv.from).cloned(), stores.get(&mv.to).cloned())
         };
-        let fallback_why = match shared {
-            Some(store) => match self.recover_from_store(mv, to_api, &store).await {
+        let snapshot_held = self.snapshots.lock().contains_key(&mv.region);
+        let fallback_why = match (from_store, to_store) {
+            (Some(a), Some(b)) if a == b => match self.recover_from_store(mv, to_api, &b).await {
                 Ok(()) => return Outcome::Committed,
                 Err(why) => why,
             },
-            None => format!("{} and {} share no durable store", mv.from, mv.to),
+            // Which store the dead host used is not known (e.g. this orchestrator started after
+            // its last report) and no snapshot is held: what the new host's store holds beats
+            // starting the region empty (the host answers 404 when it holds nothing).
+            (None, Some(b)) if !snapshot_held => match self.recover_from_store(mv, to_api, &b).await {
+                Ok(()) => return Outcome::Committed,
+                Err(why) => why,
+            },
+            _ => format!("{} and {} share no durable store", mv.from, mv.to),
         };
         self.restore_snapshot(mv, to_api, &fallback_why).await
     }

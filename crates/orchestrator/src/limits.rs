@@ -37,3 +37,6 @@ pub const DRAIN_CONCURRENCY: usize = 1;
 pub const FENCE_AFTER: Duration = Duration::from_secs(3);
 /// Longest shared-store name a host may report (longer: the report is refused).
 pub const MAX_STORE_NAME_BYTES: usize = 512;
+/// How long a drain waits for room on the other hosts (their loads settle after a start or a
+/// move) before it fails; with no other live host it fails at once.
+pub const DRAIN_NO_ROOM_PATIENCE: Duration = Duration::from_secs(20);
