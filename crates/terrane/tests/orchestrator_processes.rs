@@ -241,6 +241,8 @@ fn status_shows_the_cluster_of_terrane_run_and_a_drain_of_an_unknown_host_fails_
         let api = first.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
         // "… terrane migrate 1,1 --to B --api URL --control-token TOKEN"
         let token = second.split("--control-token ").nth(1).unwrap().trim().to_string();
+        // Keep reading: a closed stdout would end `terrane run` at its next status line.
+        std::thread::spawn(move || for _ in out.lines() {});
         (Proc(run), format!("http://{api}"), token)
     };
     let (_run, api, token) = run;
