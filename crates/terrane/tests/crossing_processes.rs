@@ -8,20 +8,14 @@
 //!
 //! TERRANE_CROSSING_BOTS (default 100) and TERRANE_CROSSING_SECS (default 60) size the run.
 
+mod support;
+use support::{free_port, Proc};
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn terrane(args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_terrane"))
@@ -34,10 +28,6 @@ fn terrane(args: &[&str]) -> Proc {
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     Proc(child)
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 fn get(url: &str) -> Value {

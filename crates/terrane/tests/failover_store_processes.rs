@@ -4,10 +4,13 @@
 //! orchestrator restarts the region on host B from the store's checkpoint and write-ahead log,
 //! not from its own (up to 5 s old) snapshot, so every acknowledged object is there.
 
+mod support;
+use support::{free_port, Proc};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,15 +23,6 @@ const CLIENTS: usize = 8;
 /// How long the clients make changes before the kill.
 const CHANGING_FOR: Duration = Duration::from_millis(1_500);
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn terrane(args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_terrane"))
         .args(args)
@@ -40,10 +34,6 @@ fn terrane(args: &[&str]) -> Proc {
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("first line");
     assert!(!first.is_empty(), "terrane {args:?} printed nothing and stopped");
     Proc(child)
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 /// One HTTP/1.0 request to `addr` (host:port); `None` when nobody answers.

@@ -2,21 +2,14 @@
 //! hosts. The target is killed during the rounds and during the freeze; the region stays on
 //! the source, keeps ticking and keeps everything it had.
 
+mod support;
+use support::{free_port, Proc};
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// A child process that is killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn terrane(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_terrane"));
@@ -28,10 +21,6 @@ fn terrane(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     (Proc(child), first)
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 fn get(url: &str) -> Value {

@@ -3,21 +3,14 @@
 //! dead host is fenced), and `terrane drain` moves every region off a host by live migration
 //! while 50 bots walk around in them, disconnecting nobody.
 
+mod support;
+use support::{free_port, Proc};
+
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// A child process that is killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `terrane ARGS` and waits for its first line (it prints one when it is ready).
 fn terrane(args: &[&str]) -> Proc {
@@ -31,10 +24,6 @@ fn terrane(args: &[&str]) -> Proc {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     assert!(!first.is_empty(), "terrane {args:?} printed nothing and stopped");
     Proc(child)
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 /// One HTTP/1.0 GET to a loopback URL; the JSON body of the answer (Null if none).
