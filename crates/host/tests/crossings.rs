@@ -103,13 +103,19 @@ async fn west_and_east() -> (Arc<Net>, Arc<Net>) {
 }
 
 async fn grid_known(nets: &[&Arc<Net>]) {
-    // Hosts learn the grid from the directory about once a second; until then edges bounce.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    for net in nets {
-        for r in net.host().region_ids() {
-            let n = net.host().with_region(r, |reg| reg.neighbours()).unwrap();
-            assert_ne!(n, world::Neighbours::NONE, "{r} knows its neighbour");
+    // Hosts learn the grid from the directory (its watch, or a re-read); until then edges bounce.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let known = nets.iter().all(|net| {
+            net.host().region_ids().into_iter().all(|r| {
+                net.host().with_region(r, |reg| reg.neighbours()).is_ok_and(|n| n != world::Neighbours::NONE)
+            })
+        });
+        if known {
+            return;
         }
+        assert!(Instant::now() < deadline, "the regions never learnt their neighbours");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
