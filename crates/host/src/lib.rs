@@ -263,10 +263,22 @@ impl Host {
 
     /// Unloads, and also hands back the inputs that were waiting for the next tick.
     pub fn unload_with_inputs(&self, id: RegionId) -> Result<(Region, Vec<Input>), HostError> {
+        let (slot, inputs) = self.remove_slot(id)?;
+        let region = slot.region.lock().clone();
+        Ok((region, inputs))
+    }
+
+    /// Unloads a region whose state lives on elsewhere (it migrated): hands back the inputs
+    /// that were waiting, without copying the state out first (which, for a busy region, is
+    /// milliseconds the target would otherwise wait for its Commit).
+    pub fn release(&self, id: RegionId) -> Result<Vec<Input>, HostError> {
+        self.remove_slot(id).map(|(_, inputs)| inputs)
+    }
+
+    fn remove_slot(&self, id: RegionId) -> Result<(Arc<RegionSlot>, Vec<Input>), HostError> {
         let slot = self.shared.regions.write().remove(&id).ok_or(HostError::UnknownRegion(id))?;
         // A worker may be inside this region's tick: taking the locks waits for it to finish.
-        let _migration = slot.migration.lock();
-        let region = slot.region.lock().clone();
+        let migration = slot.migration.lock();
         let inputs: Vec<Input> = slot.inputs.lock().drain(..).collect();
         slot.acks.lock().fail_all();
         if let Some(d) = self.shared.durable.get() {
@@ -275,7 +287,8 @@ impl Host {
         slot.metrics.entities.set(0.0);
         slot.metrics.avatars.set(0.0);
         tracing::info!(region = %id, "region unloaded");
-        Ok((region, inputs))
+        drop(migration);
+        Ok((slot, inputs))
     }
 
     /// The host's script engine and pool (built on first use); `None` if it cannot run scripts.

@@ -361,6 +361,10 @@ impl Net {
             tracing::error!("failpoint target-dies-at-freeze: aborting the process");
             std::process::abort();
         }
+        let key = matches!(msg, Msg::Chunk { freeze: Some(_), .. } | Msg::Commit { .. });
+        if key {
+            tracing::debug!(target: "freeze", at = crate::unix_us(), "target received {}", if matches!(msg, Msg::Commit { .. }) { "Commit" } else { "the final round" });
+        }
         let now = self.host.now_us();
         let mut incoming = self.incoming.lock();
         if let Msg::Prepare { id, region: r, epoch } = &msg {
@@ -378,10 +382,6 @@ impl Net {
             }
         }
         let id = msg.id();
-        let key = matches!(msg, Msg::Chunk { freeze: Some(_), .. } | Msg::Commit { .. });
-        if key {
-            tracing::debug!(target: "freeze", at = crate::unix_us(), "target received {}", if matches!(msg, Msg::Commit { .. }) { "Commit" } else { "the final round" });
-        }
         let mut prepare_first = false;
         if let Some(inc) = incoming.get_mut(&id) {
             inc.reply = reply.clone();
@@ -411,22 +411,29 @@ impl Net {
     /// Instantiates the replica's scripts ahead of the commit and keeps them in step with
     /// each round, so neither the freeze nor the first tick here has to.
     fn prepare_scripts(&self, id: MigrationId) {
-        // Under the migrations' lock only long enough to copy the replica; a preparation
-        // already running will be followed by this one (or caught up at the commit).
+        let Some(sh) = self.host.script_host() else { return };
         let (replica, prepared) = {
             let incoming = self.incoming.lock();
             let Some(inc) = incoming.get(&id) else { return };
             let Some(replica) = inc.target.replica() else { return };
-            let Some(p) = inc.prepared.try_lock_for(std::time::Duration::from_secs(5)) else { return };
+            let Some(mut p) = inc.prepared.try_lock_for(std::time::Duration::from_secs(5)) else { return };
             if (replica.script_count() == 0 && p.scripts.is_none())
-                || p.generation == Some(replica.generation())
+                || p.generation.is_some_and(|g| g >= replica.generation())
             {
                 return;
             }
+            if let (Some(since), Some(scripts)) = (p.generation, p.scripts.as_mut()) {
+                // One round's changes: brought in place, under the migrations' lock, rather than
+                // copying the whole replica (its every script memory) first. That copy was the
+                // largest cost inside the freeze, and held this lock while the Commit waited.
+                scripts.prepare_from(&sh, replica, Some(since));
+                p.generation = Some(replica.generation());
+                return;
+            }
+            // The first preparation instantiates every script: long, so on a copy, off the lock.
             drop(p);
             (replica.clone(), inc.prepared.clone())
         };
-        let Some(sh) = self.host.script_host() else { return };
         let mut p = prepared.lock();
         if p.generation.is_some_and(|g| g >= replica.generation()) {
             return;
@@ -619,8 +626,15 @@ impl Net {
                 let events: Vec<SourceEvent> = std::iter::from_fn(|| s.poll_event()).collect();
                 (msgs, events, s.poll_timeout(), s.report())
             };
+            let sent = !msgs.is_empty();
             for msg in msgs {
                 peer.send(&LinkMsg::Migration { region, msg });
+            }
+            if sent && !events.is_empty() {
+                // The link's writer was just woken onto this worker's next-task slot, where no
+                // other worker can take it: let it write (the Commit, in the freeze) before the
+                // events' work runs.
+                tokio::task::yield_now().await;
             }
             self.update_status(id, &report, &slot);
             let acted = !events.is_empty();
@@ -720,10 +734,7 @@ impl Net {
                 false
             }
             SourceEvent::Committed { report, buffered } => {
-                let queued = match self.host.unload_with_inputs(region) {
-                    Ok((_, q)) => q,
-                    Err(_) => Vec::new(),
-                };
+                let queued = self.host.release(region).unwrap_or_default();
                 self.moved.lock().insert(region, to.to_string());
                 if let Some(tx) = self.peers.lock().get(to).cloned() {
                     for input in queued.into_iter().chain(buffered) {

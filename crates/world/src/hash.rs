@@ -6,7 +6,7 @@
 //! same stamp is the hash of the same bytes. The property tests compare hashes against fresh
 //! replicas (empty caches) and canonical bytes, which is what keeps that rule honest.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Mutex;
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
