@@ -133,6 +133,51 @@ pub struct BotReport {
 
 /// Runs `config.count` bots for `config.duration` and reports what they saw.
 pub async fn run_bots(config: BotConfig) -> Result<BotReport, BotError> {
+    run_bots_logged(config).await.map(|(report, _)| report)
+}
+
+/// Every update gap a crowd saw, with when it ended: for figures over chosen moments (a
+/// benchmark asks for the gaps that overlap its migrations, not the crowd's arrival).
+#[derive(Debug, Default, Clone)]
+pub struct GapLog {
+    gaps: Vec<(Instant, u64)>,
+}
+
+/// Update gaps over some windows of time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GapFigures {
+    /// Gaps that overlap a window.
+    pub gaps: u64,
+    pub gap_p50_ms: f64,
+    pub gap_p99_ms: f64,
+    pub gap_max_ms: f64,
+}
+
+impl GapLog {
+    /// The gaps (time between two consecutive updates of one bot) that overlap any window.
+    pub fn within(&self, windows: &[(Instant, Instant)]) -> GapFigures {
+        let mut gaps: Vec<u64> = self
+            .gaps
+            .iter()
+            .filter(|&&(end, us)| {
+                let start = end.checked_sub(Duration::from_micros(us)).unwrap_or(end);
+                windows.iter().any(|&(a, b)| start <= b && end >= a)
+            })
+            .map(|&(_, us)| us)
+            .collect();
+        gaps.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
+        GapFigures {
+            gaps: gaps.len() as u64,
+            gap_p50_ms: ms(percentile(&gaps, 0.50)),
+            gap_p99_ms: ms(percentile(&gaps, 0.99)),
+            gap_max_ms: ms(gaps.last().copied().unwrap_or(0)),
+        }
+    }
+}
+
+/// [`run_bots`], also handing back every gap with its time.
+pub async fn run_bots_logged(config: BotConfig) -> Result<(BotReport, GapLog), BotError> {
     if config.count > MAX_BOTS {
         return Err(BotError::Config(format!("{} bots; at most {MAX_BOTS}", config.count)));
     }
@@ -157,7 +202,9 @@ pub async fn run_bots(config: BotConfig) -> Result<BotReport, BotError> {
             Err(e) => outcomes.push(BotOutcome::failed(BotError::Protocol(format!("bot task failed: {e}")))),
         }
     }
-    Ok(summarise(&outcomes, started.elapsed()))
+    let report = summarise(&outcomes, started.elapsed());
+    let log = GapLog { gaps: outcomes.into_iter().flat_map(|o| o.gaps).collect() };
+    Ok((report, log))
 }
 
 async fn token_for(config: &BotConfig, i: usize, name: &str) -> Result<String, BotError> {
@@ -216,7 +263,8 @@ struct BotOutcome {
     disconnected: bool,
     error: Option<String>,
     seq: SeqTracker,
-    gaps_us: Vec<u64>,
+    /// (when it ended, µs) of every gap between two updates.
+    gaps: Vec<(Instant, u64)>,
     tick_gaps: Vec<u64>,
     crossings: u64,
     crossing_pauses_us: Vec<u64>,
@@ -266,7 +314,7 @@ async fn one_bot(config: &BotConfig, i: usize, token: &str) -> BotOutcome {
                     let now = Instant::now();
                     out.seq.observe(u.seq);
                     if let Some(prev) = last_update {
-                        out.gaps_us.push(now.duration_since(prev).as_micros() as u64);
+                        out.gaps.push((now, now.duration_since(prev).as_micros() as u64));
                     }
                     last_update = Some(now);
                     for change in &u.changes {
@@ -341,7 +389,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn summarise(outcomes: &[BotOutcome], took: Duration) -> BotReport {
-    let mut gaps: Vec<u64> = outcomes.iter().flat_map(|o| o.gaps_us.iter().copied()).collect();
+    let mut gaps: Vec<u64> = outcomes.iter().flat_map(|o| o.gaps.iter().map(|g| g.1)).collect();
     let mut ticks: Vec<u64> = outcomes.iter().flat_map(|o| o.tick_gaps.iter().copied()).collect();
     let mut pauses: Vec<u64> = outcomes.iter().flat_map(|o| o.crossing_pauses_us.iter().copied()).collect();
     gaps.sort_unstable();

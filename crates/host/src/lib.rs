@@ -32,6 +32,9 @@ use stats::{RegionStats, TickStats};
 pub const MAX_QUEUED_INPUTS: usize = 16 * MAX_INPUTS_PER_TICK;
 /// Most regions one host runs.
 pub const MAX_REGIONS_PER_HOST: usize = 4096;
+/// How much lower (in nice steps) work that must not delay ticks runs, such as preparing an
+/// incoming migration's scripts.
+pub const BACKGROUND_NICE: i32 = 10;
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostError {
@@ -499,6 +502,40 @@ fn send_transmits(shared: &Shared, id: RegionId, transmits: Vec<crossing::Transm
     }
 }
 
+/// Runs work that must not delay ticks (preparing a migration's scripts) on its own thread at
+/// a lower CPU priority, so that on a busy machine the region's tick threads, and the other
+/// regions here, go first. The receiver completes when the work is done (or the thread could not
+/// start, after running it here instead).
+pub(crate) fn background(f: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let work = std::sync::Arc::new(parking_lot::Mutex::new(Some(f)));
+    let theirs = work.clone();
+    let started = std::thread::Builder::new().name("background".into()).spawn(move || {
+        lower_priority();
+        if let Some(f) = theirs.lock().take() {
+            f();
+        }
+        let _ = tx.send(());
+    });
+    if started.is_err() {
+        if let Some(f) = work.lock().take() {
+            f();
+        }
+    }
+    rx
+}
+
+/// Lowers this thread's CPU priority by [`BACKGROUND_NICE`] (Linux: per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on this thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::gettid();
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, now + BACKGROUND_NICE);
+    }
+}
+
 /// Microseconds since the Unix epoch: comparable between processes on one machine.
 pub fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -565,9 +602,14 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         // Right after a tick is the one moment a freeze costs nothing extra: the next round
         // (or the final one) is cut here, on the tick thread.
         let was_ticking = m.should_tick();
+        let rounds = m.rounds_sent();
+        let cut = Instant::now();
         m.on_tick_boundary(shared.epoch.elapsed().as_micros() as u64, &region);
         if was_ticking && !m.should_tick() {
             tracing::debug!(target: "freeze", region = %id, tick_end = unix, cut_us = unix_us() - unix, "source froze");
+        } else if m.rounds_sent() != rounds {
+            let cut_us = cut.elapsed().as_micros() as u64;
+            tracing::debug!(target: "freeze", region = %id, round = rounds, cut_us, "round cut");
         }
     }
     let (entities, avatars) = (region.entity_count(), region.avatar_count());

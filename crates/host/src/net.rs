@@ -290,7 +290,7 @@ impl Net {
                         // timing then includes the preparation, so it freezes only once the
                         // target keeps up, and the commit finds the instances ready.
                         let net = self.clone();
-                        let _ = tokio::task::spawn_blocking(move || net.prepare_scripts(id)).await;
+                        let _ = crate::background(move || net.prepare_scripts(id)).await;
                         self.drive_incoming(id);
                     }
                 }
@@ -403,7 +403,7 @@ impl Net {
         // copying memories): off the link's task, so that the acknowledgement just queued goes
         // out now and the next message (the Commit) is read meanwhile.
         if let Some(net) = self.me.upgrade() {
-            tokio::task::spawn_blocking(move || net.prepare_scripts(id));
+            drop(crate::background(move || net.prepare_scripts(id)));
         }
         None
     }

@@ -209,6 +209,11 @@ impl Source {
         matches!(self.phase, Phase::Committed | Phase::Aborted | Phase::Fenced)
     }
 
+    /// Rounds sent so far (the final one included).
+    pub fn rounds_sent(&self) -> u32 {
+        self.bytes_per_round.len() as u32
+    }
+
     pub fn report(&self) -> Report {
         Report {
             id: self.id,
@@ -313,7 +318,7 @@ impl Source {
         }
         debug_assert_eq!(region.id(), self.region);
         let Some(acked) = self.acked_generation else {
-            let bytes = region.snapshot();
+            let bytes = region.snapshot_with(world::Compression::Lz4);
             self.first_round_bytes = bytes.len() as u64;
             if !self.policy.pre_copy {
                 let estimate = self.estimate_us(bytes.len() as u64);
@@ -329,7 +334,7 @@ impl Source {
         // Tombstones pruned since the last round: only a snapshot can catch the target up.
         let (payload, bytes) = match region.delta_since(acked) {
             Ok(d) => (Payload::Delta, d.encode()),
-            Err(_) => (Payload::Snapshot, region.snapshot()),
+            Err(_) => (Payload::Snapshot, region.snapshot_with(world::Compression::Lz4)),
         };
         let estimate = self.estimate_us(bytes.len() as u64);
         let sent_rounds = self.bytes_per_round.len() as u32;

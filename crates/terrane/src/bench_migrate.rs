@@ -45,6 +45,8 @@ pub struct MigrateBenchArgs {
 }
 
 const REGION: RegionId = RegionId::new(5, 5);
+/// Around each migration's request and answer, the gaps that count as "during" it.
+const WINDOW_MARGIN: Duration = Duration::from_millis(25);
 
 /// A busy little script: every 500 ms it counts in its memory (so every round has chunks to
 /// carry) and its globals change.
@@ -243,19 +245,24 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         let cohort = gateway_url.as_ref().map(|url| {
             let mut config = bot::BotConfig::new(url.clone(), a.avatars, bot::Behaviour::Wander, window);
             config.seed = a.seed;
-            tokio::spawn(bot::run_bots(config))
+            tokio::spawn(bot::run_bots_logged(config))
         });
+        // When each migration of the phase ran, per strategy: the clients' figures "during the
+        // migrations" are the gaps that overlap these (plus a tick either side).
+        let mut windows: Vec<(&str, (Instant, Instant))> = Vec::new();
         let joined = Instant::now();
         wait_entities(&http, &hosts[owner].api, (a.objects + a.avatars) as u64).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         for round in 0..a.repeat {
             for strategy in strategies {
                 let to = 1 - owner;
+                let began = Instant::now();
                 let r = if *strategy == "restart" {
                     restart(&http, &hosts[owner], &hosts[to]).await?
                 } else {
                     migrate(&http, &hosts[owner], &hosts[to], strategy).await?
                 };
+                windows.push((strategy, (began - WINDOW_MARGIN, Instant::now() + WINDOW_MARGIN)));
                 if r["committed"] == true {
                     owner = to;
                     owner_now.store(owner, std::sync::atomic::Ordering::SeqCst);
@@ -270,7 +277,15 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         }
         let covered = joined.elapsed() + Duration::from_millis(500) < window;
         if let Some(c) = cohort {
-            let mut report = serde_json::to_value(c.await??)?;
+            let (report, log) = c.await??;
+            let mut report = serde_json::to_value(report)?;
+            let mut during = serde_json::Map::new();
+            for strategy in strategies {
+                let w: Vec<(Instant, Instant)> =
+                    windows.iter().filter(|(s, _)| s == strategy).map(|(_, w)| *w).collect();
+                during.insert(strategy.replace('-', "_"), serde_json::to_value(log.within(&w))?);
+            }
+            report["during_migrations"] = Value::Object(during);
             // Whether every migration of the phase happened while the bots were connected.
             report["covered_all_migrations"] = Value::Bool(covered);
             bots.insert(phase.to_string(), report);
