@@ -340,15 +340,25 @@ impl Feeds {
         Some(())
     }
 
+    /// The subscription message for `region`: it names the last tick the mirror holds, so the
+    /// host replays what came after (the ticks a moved region ran before we found it).
+    fn subscription(&self, region: RegionId) -> LinkMsg {
+        let after = self.feeds.lock().get(&region).map(|f| f.mirror.read().tick).filter(|&t| t != 0);
+        LinkMsg::Subscribe { region, after }
+    }
+
     /// Subscribes the feed at `host`; if that fails, keeps looking for the owner.
     async fn subscribe_at(&self, region: RegionId, host: String) {
         match self.link(&host).await {
-            Ok(tx) if tx.send(&LinkMsg::Subscribe { region }) => {
+            Ok(tx) => {
+                // The owner is set before asking, so that the first (replayed) updates count.
                 if let Some(feed) = self.feeds.lock().get_mut(&region) {
                     feed.host = Some(host);
                 }
+                if !tx.send(&self.subscription(region)) {
+                    self.resubscribe(region);
+                }
             }
-            Ok(_) => self.resubscribe(region),
             Err(e) => {
                 tracing::warn!(%region, "cannot subscribe: {e}");
                 self.resubscribe(region);
@@ -381,7 +391,7 @@ impl Feeds {
         self.counters.resubscribes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%region, to = %host, "the directory moved the region; following it");
         match self.link(&host).await {
-            Ok(tx) if tx.send(&LinkMsg::Subscribe { region }) => {}
+            Ok(tx) if tx.send(&self.subscription(region)) => {}
             Ok(_) => self.resubscribe(region),
             Err(e) => {
                 tracing::warn!(%region, "cannot subscribe at the new owner: {e}");
@@ -425,12 +435,18 @@ impl Feeds {
                     }
                 };
                 let Ok(tx) = feeds.link(&host).await else { continue };
-                if tx.send(&LinkMsg::Subscribe { region }) {
+                if let Some(feed) = feeds.feeds.lock().get_mut(&region) {
+                    feed.host = Some(host);
+                }
+                if tx.send(&feeds.subscription(region)) {
                     if let Some(feed) = feeds.feeds.lock().get_mut(&region) {
-                        feed.host = Some(host);
                         feed.resubscribing = false;
                     }
                     return;
+                }
+                let mut all = feeds.feeds.lock();
+                if let Some(feed) = all.get_mut(&region) {
+                    feed.host = None;
                 }
             }
             if let Some(feeds) = me.upgrade() {
@@ -505,6 +521,9 @@ impl Feeds {
             let mut mirror = feed.mirror.write();
             if mirror.tick != 0 && output.tick <= mirror.tick {
                 return;
+            }
+            if mirror.tick != 0 && output.tick > mirror.tick + 1 {
+                tracing::debug!(%region, host, after = mirror.tick, tick = output.tick, "ticks missed");
             }
             mirror.apply(&output);
         }

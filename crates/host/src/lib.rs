@@ -470,6 +470,27 @@ fn worker(shared: &Shared) {
     }
 }
 
+/// Encodes a migration's full copy of a region off the tick thread: the tick thread only
+/// clones the state at its boundary. Hashing the copy there too warms the live region's hash
+/// cache (it descends from the copy), so the next round's hash on the tick thread is small.
+fn copy_off_tick(shared: &Shared, id: RegionId, copy: Region) {
+    let epoch = shared.epoch;
+    let Some(slot) = shared.regions.read().get(&id).cloned() else { return };
+    let started = Instant::now();
+    drop(background(move || {
+        let generation = copy.generation();
+        let bytes = copy.snapshot_with(world::Compression::Lz4);
+        let _ = copy.state_hash();
+        slot.region.lock().adopt_hash_cache(&copy);
+        let now = epoch.elapsed().as_micros() as u64;
+        if let Some(m) = slot.migration.lock().as_mut() {
+            m.snapshot_ready(now, bytes, generation);
+        }
+        slot.boundary.notify_one();
+        tracing::debug!(target: "freeze", region = %id, us = started.elapsed().as_micros() as u64, "full copy encoded off the tick thread");
+    }));
+}
+
 /// A crossing message between two regions of this host.
 fn deliver_local(shared: &Shared, from: RegionId, t: crossing::Transmit) {
     let Some(slot) = shared.regions.read().get(&t.to).cloned() else { return };
@@ -610,6 +631,10 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         } else if m.rounds_sent() != rounds {
             let cut_us = cut.elapsed().as_micros() as u64;
             tracing::debug!(target: "freeze", region = %id, round = rounds, cut_us, "round cut");
+        }
+        if m.wants_snapshot() {
+            m.snapshot_started();
+            copy_off_tick(shared, id, region.clone());
         }
     }
     let (entities, avatars) = (region.entity_count(), region.avatar_count());

@@ -27,6 +27,9 @@ const TARGET_SWEEP: Duration = Duration::from_millis(10);
 const KEEP_FINISHED_US: u64 = 30_000_000;
 /// Finished migration statuses kept for the API.
 const MAX_KEPT_STATUSES: usize = 256;
+/// Updates kept per region for subscribers that follow it here from its previous owner
+/// (about a third of a second at 45 Hz: longer than re-subscribing takes).
+const REPLAY_TICKS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -80,6 +83,26 @@ struct Incoming {
     prepared: Arc<Mutex<Prepared>>,
 }
 
+/// A region's latest update frames, newest last.
+struct Replay {
+    frames: std::collections::VecDeque<(u64, link::Frame)>,
+    /// Ticks still to keep with nobody subscribed (counting down from an arrival).
+    unheard_ticks: u32,
+}
+
+impl Replay {
+    fn arrived() -> Replay {
+        Replay { frames: Default::default(), unheard_ticks: REPLAY_TICKS as u32 }
+    }
+
+    fn push(&mut self, tick: u64, frame: link::Frame) {
+        if self.frames.len() == REPLAY_TICKS {
+            self.frames.pop_front();
+        }
+        self.frames.push_back((tick, frame));
+    }
+}
+
 #[derive(Default)]
 struct Prepared {
     scripts: Option<crate::scripting::RegionScripts>,
@@ -94,6 +117,9 @@ pub struct Net {
     me: Weak<Net>,
     peers: Mutex<HashMap<String, LinkTx>>,
     subscribers: Mutex<HashMap<RegionId, Vec<LinkTx>>>,
+    /// Each region's latest updates, for subscribers that follow it here (taken while holding
+    /// `subscribers`, so a replay and the live stream neither overlap nor leave a hole).
+    replay: Mutex<HashMap<RegionId, Replay>>,
     outgoing: Mutex<HashMap<MigrationId, mpsc::Sender<Msg>>>,
     incoming: Mutex<HashMap<MigrationId, Incoming>>,
     pending_inputs: Mutex<HashMap<RegionId, Vec<Input>>>,
@@ -115,6 +141,7 @@ impl Net {
             me: me.clone(),
             peers: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(HashMap::new()),
+            replay: Mutex::new(HashMap::new()),
             outgoing: Mutex::new(HashMap::new()),
             incoming: Mutex::new(HashMap::new()),
             pending_inputs: Mutex::new(HashMap::new()),
@@ -126,14 +153,30 @@ impl Net {
         host.observe(Box::new(move |region, out| {
             let Some(net) = weak.upgrade() else { return };
             let mut subs = net.subscribers.lock();
-            let Some(list) = subs.get_mut(&region) else { return };
-            list.retain(|tx| !tx.is_closed());
-            if list.is_empty() {
+            let mut replay = net.replay.lock();
+            let list = subs.get_mut(&region);
+            let wanted = list.as_ref().is_some_and(|l| !l.is_empty());
+            // Kept while someone listens, and for the first ticks after an arrival, when the
+            // subscribers are still on their way here from the previous owner.
+            let keep = match replay.get_mut(&region) {
+                Some(r) if r.unheard_ticks > 0 || wanted => {
+                    r.unheard_ticks = if wanted { 0 } else { r.unheard_ticks - 1 };
+                    Some(r)
+                }
+                _ => None,
+            };
+            if !wanted && keep.is_none() {
                 return;
             }
             let frame = LinkMsg::Update { region, output: out.clone() }.encode();
-            for tx in list.iter() {
-                tx.send_frame(frame.clone());
+            if let Some(r) = keep {
+                r.push(out.tick, frame.clone());
+            }
+            if let Some(list) = list {
+                list.retain(|tx| !tx.is_closed());
+                for tx in list.iter() {
+                    tx.send_frame(frame.clone());
+                }
             }
         }));
         let n = net.clone();
@@ -208,6 +251,7 @@ impl Net {
     /// look it up in the directory again).
     pub fn unload(&self, region: RegionId) -> Result<world::Region, HostError> {
         let state = self.host.unload(region)?;
+        self.replay.lock().remove(&region);
         if let Some(subs) = self.subscribers.lock().remove(&region) {
             for s in subs {
                 s.send(&LinkMsg::NotHere { region, owner: None });
@@ -304,14 +348,20 @@ impl Net {
                         tracing::debug!(%from, %to, "crossing message dropped: {e}");
                     }
                 }
-                LinkMsg::Subscribe { region } => {
-                    if self.host.stats(region).is_ok() {
-                        let mut subs = self.subscribers.lock();
+                LinkMsg::Subscribe { region, after } => {
+                    let mut subs = self.subscribers.lock();
+                    // A region still arriving counts as here: its subscribers follow it from
+                    // the source as soon as the epoch moves, often before the Commit lands.
+                    if self.receiving(region) || self.host.stats(region).is_ok() {
+                        if let Some(after) = after {
+                            self.replay_after(region, after, &link.tx);
+                        }
                         let list = subs.entry(region).or_default();
                         // A second subscription on the same link changes nothing.
                         list.retain(|t| !same_link(t, &link.tx));
                         list.push(link.tx.clone());
                     } else {
+                        drop(subs);
                         let owner = self.owner_elsewhere(region);
                         link.tx.send(&LinkMsg::NotHere { region, owner });
                     }
@@ -335,6 +385,25 @@ impl Net {
                 | LinkMsg::ChangeDone { .. }
                 | LinkMsg::Error { .. } => {}
             }
+        }
+    }
+
+    /// Whether a migration is bringing `region` here and has not ended yet.
+    fn receiving(&self, region: RegionId) -> bool {
+        self.incoming.lock().values().any(|i| i.region == region && i.finished_at.is_none())
+    }
+
+    /// Sends a new subscriber the updates after tick `after` that are still kept (called
+    /// with the subscribers' lock held, before it joins the live stream).
+    fn replay_after(&self, region: RegionId, after: u64, to: &LinkTx) {
+        let replay = self.replay.lock();
+        let Some(r) = replay.get(&region) else { return };
+        let first = r.frames.front().map(|f| f.0);
+        if first.is_some_and(|t| t > after + 1) {
+            tracing::warn!(%region, after, first, "a subscriber missed updates that are no longer kept");
+        }
+        for (_, frame) in r.frames.iter().filter(|(t, _)| *t > after) {
+            to.send_frame(frame.clone());
         }
     }
 
@@ -492,6 +561,7 @@ impl Net {
                     let hook: crate::FirstTickHook = Box::new(move |unix_us| {
                         reply.send(&LinkMsg::FirstTick { region, id, unix_us });
                     });
+                    self.replay.lock().insert(region, Replay::arrived());
                     match self.host.load_prepared(*state, Some(hook), scripts) {
                         Ok(()) => tracing::info!(%region, epoch, "region arrived by live migration"),
                         Err(e) => tracing::error!(%region, "committed region could not be loaded: {e}"),
@@ -506,6 +576,13 @@ impl Net {
                     inc.finished_at = Some(now);
                     drop(incoming);
                     self.pending_inputs.lock().remove(&region);
+                    // Whoever subscribed while it was arriving looks for it elsewhere again.
+                    if self.host.stats(region).is_err() {
+                        self.replay.lock().remove(&region);
+                        for s in self.subscribers.lock().remove(&region).unwrap_or_default() {
+                            s.send(&LinkMsg::NotHere { region, owner: None });
+                        }
+                    }
                     tracing::info!(%region, "incoming migration aborted: {reason}");
                     continue;
                 }
@@ -549,6 +626,8 @@ impl Net {
             if m.as_ref().is_some_and(|s| !s.is_finished()) {
                 return Err(NetError::AlreadyMigrating(region));
             }
+            // Full copies are made off the tick thread (run_tick hands them over).
+            let policy = Policy { snapshot_by_caller: true, ..policy };
             *m = Some(Source::start(id, region, placement.epoch, policy, now));
         }
         let (tx, rx) = mpsc::channel(MIGRATION_QUEUE);
@@ -741,6 +820,7 @@ impl Net {
                         tx.send(&LinkMsg::Input { region, input });
                     }
                 }
+                self.replay.lock().remove(&region);
                 if let Some(subs) = self.subscribers.lock().remove(&region) {
                     for s in subs {
                         s.send(&LinkMsg::NotHere { region, owner: Some(to.to_string()) });

@@ -26,6 +26,10 @@ use world::{
 };
 
 /// How often the epoch ticker moves wasmtime's epoch: the unit of script time budgets.
+// The region stores script memory in the chunks the engine tracks: one size on both sides.
+const _: () = assert!(script::limits::CHUNK_BYTES == world::limits::SCRIPT_CHUNK_BYTES);
+const _: () = assert!(script::limits::MEMORY_BYTES == world::limits::SCRIPT_MEMORY_BYTES);
+
 pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
 /// Share of a region's tick interval its scripts may use before the rest wait for the next
 /// tick (and a handler still running is stopped). A quarter: motion, streaming and the

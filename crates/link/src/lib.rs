@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use world::{Input, RegionId, TickOutput};
 
 /// Version of the link protocol; peers of different versions refuse each other at `Hello`.
-pub const LINK_VERSION: u16 = 3;
+pub const LINK_VERSION: u16 = 4;
 /// Largest frame accepted (a migration chunk plus headers, or one tick's output).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Frames waiting to be written to one peer; beyond it new frames are dropped.
@@ -55,8 +55,13 @@ pub enum LinkMsg {
         region: RegionId,
         input: Input,
     },
+    /// Start sending the region's updates. `after`: the subscriber already holds the region's
+    /// state up to that tick (it followed the region from its previous owner), so the host
+    /// first replays the updates after it that it still holds. A region that just arrived by
+    /// migration ticks before its subscribers find it; this is how they miss nothing.
     Subscribe {
         region: RegionId,
+        after: Option<u64>,
     },
     Unsubscribe {
         region: RegionId,

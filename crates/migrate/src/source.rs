@@ -28,6 +28,11 @@ pub struct Policy {
     /// Copy while running (pre-copy). Off: freeze first, then copy everything in one round
     /// (stop-and-copy, the baseline pre-copy is measured against).
     pub pre_copy: bool,
+    /// The caller makes the full copies of a pre-copy (the first round, and a catch-up when
+    /// tombstones were pruned) itself, off the tick thread: [`Source::wants_snapshot`] asks for
+    /// one and [`Source::snapshot_ready`] hands it over. Off: `on_tick_boundary` encodes them,
+    /// which for a big region is a tick's worth of time taken from the region.
+    pub snapshot_by_caller: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -48,6 +53,7 @@ impl Default for Policy {
             on_no_convergence: NoConvergence::FreezeAnyway { cap_us: DEFAULT_FORCED_FREEZE_CAP_US },
             assumed_bandwidth: DEFAULT_ASSUMED_BANDWIDTH,
             pre_copy: true,
+            snapshot_by_caller: false,
         }
     }
 }
@@ -114,6 +120,14 @@ pub enum SourceEvent {
     Fenced { report: Report },
 }
 
+/// A full copy the caller is making (see [`Policy::snapshot_by_caller`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Snapshot {
+    Idle,
+    Wanted,
+    Making,
+}
+
 struct InFlight {
     round: u32,
     msgs: Vec<Msg>,
@@ -135,6 +149,7 @@ pub struct Source {
     last_prepare: u64,
     next_round: u32,
     in_flight: Option<InFlight>,
+    snapshot: Snapshot,
     acked_generation: Option<u64>,
     first_round_bytes: u64,
     latency_us: Option<u64>,
@@ -173,6 +188,7 @@ impl Source {
             last_prepare: now,
             next_round: 0,
             in_flight: None,
+            snapshot: Snapshot::Idle,
             acked_generation: None,
             first_round_bytes: 0,
             latency_us: None,
@@ -313,10 +329,14 @@ impl Source {
     /// Called whenever the region is between ticks (after each tick, and after handling
     /// messages): sends the next round, or freezes when the remainder fits the budget.
     pub fn on_tick_boundary(&mut self, now: u64, region: &Region) {
-        if self.phase != Phase::Copying || self.in_flight.is_some() {
+        if self.phase != Phase::Copying || self.in_flight.is_some() || self.snapshot != Snapshot::Idle {
             return;
         }
         debug_assert_eq!(region.id(), self.region);
+        if self.acked_generation.is_none() && self.policy.pre_copy && self.policy.snapshot_by_caller {
+            self.snapshot = Snapshot::Wanted;
+            return;
+        }
         let Some(acked) = self.acked_generation else {
             let bytes = region.snapshot_with(world::Compression::Lz4);
             self.first_round_bytes = bytes.len() as u64;
@@ -334,6 +354,10 @@ impl Source {
         // Tombstones pruned since the last round: only a snapshot can catch the target up.
         let (payload, bytes) = match region.delta_since(acked) {
             Ok(d) => (Payload::Delta, d.encode()),
+            Err(_) if self.policy.snapshot_by_caller => {
+                self.snapshot = Snapshot::Wanted;
+                return;
+            }
             Err(_) => (Payload::Snapshot, region.snapshot_with(world::Compression::Lz4)),
         };
         let estimate = self.estimate_us(bytes.len() as u64);
@@ -365,6 +389,36 @@ impl Source {
             // Warm the row-hash cache now, so the hash taken inside the freeze is incremental.
             let _ = region.state_hash();
         }
+    }
+
+    /// Whether the machine waits for the caller's full copy of the region
+    /// ([`Policy::snapshot_by_caller`]); say [`Source::snapshot_started`] when making one.
+    pub fn wants_snapshot(&self) -> bool {
+        self.phase == Phase::Copying && self.snapshot == Snapshot::Wanted
+    }
+
+    /// The caller is making the copy asked for (so it is asked only once).
+    pub fn snapshot_started(&mut self) {
+        if self.snapshot == Snapshot::Wanted {
+            self.snapshot = Snapshot::Making;
+        }
+    }
+
+    /// The caller's full copy of the region, encoded at `generation` (taken at a tick
+    /// boundary, with [`Region::snapshot_with`]): sent as the next round. Ignored if the
+    /// migration ended meanwhile.
+    pub fn snapshot_ready(&mut self, now: u64, bytes: Vec<u8>, generation: u64) {
+        if self.snapshot == Snapshot::Idle {
+            return;
+        }
+        self.snapshot = Snapshot::Idle;
+        if self.phase != Phase::Copying || self.in_flight.is_some() {
+            return;
+        }
+        if self.acked_generation.is_none() {
+            self.first_round_bytes = bytes.len() as u64;
+        }
+        self.send_round(now, Payload::Snapshot, bytes, generation, None);
     }
 
     fn freeze(

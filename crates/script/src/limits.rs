@@ -6,7 +6,7 @@
 /// Bytes in a script's linear memory: exactly one wasm page, Second Life's 64 KiB per script.
 pub const MEMORY_BYTES: usize = 65_536;
 /// Memory is tracked for migration deltas in chunks of this many bytes.
-pub const CHUNK_BYTES: usize = 4_096;
+pub const CHUNK_BYTES: usize = 1_024;
 /// Chunks in a script's memory.
 pub const CHUNKS: usize = MEMORY_BYTES / CHUNK_BYTES;
 

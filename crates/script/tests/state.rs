@@ -122,28 +122,30 @@ fn a_delta_carries_only_the_chunks_that_changed() {
     let idle = s.delta_since(base.version);
     assert!(idle.chunks.is_empty(), "nothing ran, nothing to send");
 
-    // The message handler writes its bytes at 8192: chunk 2 only.
+    // The message handler writes its bytes at 8192: that chunk only.
+    let chunk = (8192 / script::limits::CHUNK_BYTES) as u8;
     s.enqueue(Event::Message { sender: EntityId(3), bytes: b"cargo".to_vec() });
     s.run_tick(&v, TickBudget::UNLIMITED);
     let d = s.delta_since(base.version);
-    assert_eq!(d.chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(d.chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![chunk]);
 
-    // The same bytes again change no content: still only chunk 2 since the base, and nothing
+    // The same bytes again change no content: still only that chunk since the base, and nothing
     // since the previous delta.
     let mid = s.version();
     s.enqueue(Event::Message { sender: EntityId(3), bytes: b"cargo".to_vec() });
     s.run_tick(&v, TickBudget::UNLIMITED);
     assert!(s.delta_since(mid).chunks.is_empty());
 
-    // A touch logs the toucher in chunk 3 and writes one random word in chunks 4..15.
+    // A touch logs the toucher at 12288 and writes one random word at 16384 or above.
     s.enqueue(Event::Touch { toucher: EntityId(77) });
     v.now_ms += 1;
     s.run_tick(&v, TickBudget::UNLIMITED);
     let d = s.delta_since(mid);
     let chunks: Vec<u8> = d.chunks.iter().map(|c| c.index).collect();
     assert_eq!(chunks.len(), 2, "{chunks:?}");
-    assert_eq!(chunks[0], 3);
-    assert!((4..16).contains(&chunks[1]));
+    let at = |byte: usize| (byte / script::limits::CHUNK_BYTES) as u8;
+    assert_eq!(chunks[0], at(12288));
+    assert!((at(16384)..=at(65535)).contains(&chunks[1]));
 
     let mut copy = base.clone();
     copy.apply(&s.delta_since(base.version)).expect("apply");

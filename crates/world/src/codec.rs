@@ -22,7 +22,7 @@ use crate::terrain::{Terrain, TerrainPatch};
 use crate::RegionId;
 
 /// Version of the canonical encoding. Bump it on any change of layout.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 const MAGIC: [u8; 4] = *b"TRRN";
 const HEADER_BYTES: usize = 4 + 2 + 1 + 1 + 4 + 8;
 

@@ -114,6 +114,22 @@ fn encode_hash<T: serde::Serialize>(v: &T) -> u64 {
 }
 
 impl Region {
+    /// Takes over the hash cache of `copy`, a clone of this region made earlier (this region's
+    /// state must descend from it: it only ticked or took deltas since), when the copy's is
+    /// further along. Lets a copy be hashed off the tick thread for the live region's benefit.
+    /// Given anything else, later hashes would be wrong (a migration then aborts on the
+    /// mismatch; nothing is corrupted), so callers pass only such copies.
+    pub fn adopt_hash_cache(&self, copy: &Region) {
+        if copy.id != self.id || copy.generation > self.generation || std::ptr::eq(self, copy) {
+            return;
+        }
+        let mut theirs = copy.hash_cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut mine = self.hash_cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if theirs.at.is_some() && mine.at.is_none_or(|m| Some(m) < theirs.at) {
+            *mine = std::mem::take(&mut *theirs);
+        }
+    }
+
     /// A hash of the whole state: header fields, terrain, and every entity and script record
     /// (by id, in order) through the hash of its canonical encoding, plus modules and
     /// templates. Equal hashes at the same tick mean equal state (up to 64-bit collisions).

@@ -53,7 +53,9 @@ pub const COMPRESS_ABOVE_BYTES: usize = 4 * 1024;
 
 /// A script's memory: one 64 KiB wasm page, tracked in chunks for deltas.
 pub const SCRIPT_MEMORY_BYTES: usize = 65_536;
-pub const SCRIPT_CHUNK_BYTES: usize = 4_096;
+/// The unit of dirty tracking (a changed byte re-sends its chunk): small enough that a script
+/// touching a counter costs a migration round or a log record 1 KiB, not 4.
+pub const SCRIPT_CHUNK_BYTES: usize = 1_024;
 pub const SCRIPT_CHUNKS: usize = SCRIPT_MEMORY_BYTES / SCRIPT_CHUNK_BYTES;
 /// Most scripts one region holds.
 pub const MAX_SCRIPTS: usize = 20_000;

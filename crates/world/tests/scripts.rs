@@ -44,7 +44,11 @@ fn scripted() -> (Region, EntityId, ScriptId) {
 }
 
 fn update(id: ScriptId, chunk: u8, byte: u8, control: &[u8]) -> ScriptUpdate {
-    ScriptUpdate { id, chunks: vec![(chunk, vec![byte; 4096])], control: control.to_vec() }
+    ScriptUpdate {
+        id,
+        chunks: vec![(chunk, vec![byte; world::limits::SCRIPT_CHUNK_BYTES])],
+        control: control.to_vec(),
+    }
 }
 
 #[test]
@@ -72,7 +76,7 @@ fn only_chunks_whose_bytes_changed_get_the_ticks_generation() {
     assert_eq!(r.script(id).unwrap().chunks[3].gen, g1);
     // Same bytes again in chunk 3, new bytes in chunk 4.
     let mut u = update(id, 3, 9, b"c1");
-    u.chunks.push((4, vec![1; 4096]));
+    u.chunks.push((4, vec![1; world::limits::SCRIPT_CHUNK_BYTES]));
     r.tick_with(
         next(&r),
         [],
