@@ -12,7 +12,10 @@ use world::RegionId;
 
 use crate::limits::{KEPT_CHECKPOINTS, PG_CONNECT_TIMEOUT_S};
 use crate::SCHEMA_VERSION;
-use crate::{check_batch, check_checkpoint, check_owner, from_db, owners_of, to_db, Checkpoint, LogRecord, Store, StoreError};
+use crate::{
+    check_batch, check_checkpoint, check_owner, from_db, owners_of, to_db, Checkpoint, LogRecord, Store,
+    StoreError,
+};
 
 /// Schema migrations, in order: entry `i` takes version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

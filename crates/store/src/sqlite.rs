@@ -13,7 +13,10 @@ use world::RegionId;
 
 use crate::limits::{KEPT_CHECKPOINTS, SQLITE_BUSY_TIMEOUT_MS};
 use crate::SCHEMA_VERSION;
-use crate::{check_batch, check_checkpoint, check_owner, from_db, owners_of, to_db, Checkpoint, LogRecord, Store, StoreError};
+use crate::{
+    check_batch, check_checkpoint, check_owner, from_db, owners_of, to_db, Checkpoint, LogRecord, Store,
+    StoreError,
+};
 
 /// Schema migrations, in order: entry `i` takes version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

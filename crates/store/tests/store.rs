@@ -9,7 +9,13 @@ use world::RegionId;
 const R: RegionId = RegionId::new(3, 4);
 
 fn record(region: RegionId, seq: u64) -> LogRecord {
-    LogRecord { region, seq, tick: seq * 10, payload: format!("change {seq} of {region}").into_bytes(), owner: 0 }
+    LogRecord {
+        region,
+        seq,
+        tick: seq * 10,
+        payload: format!("change {seq} of {region}").into_bytes(),
+        owner: 0,
+    }
 }
 
 fn checkpoint(covers_seq: u64, body: &str) -> Checkpoint {
