@@ -152,7 +152,14 @@ enum Job {
     Forget {
         region: RegionId,
     },
+    /// A region was loaded here: become its writer in the store (if a recovery did not already).
+    Claim {
+        region: RegionId,
+    },
 }
+
+/// What the host does with a region whose writes the store refused (another host claimed it).
+pub(crate) type FencedFn = Box<dyn Fn(RegionId) + Send + Sync>;
 
 /// Counters for benchmarks and the API.
 #[derive(Default)]
@@ -180,6 +187,8 @@ pub struct Durability {
     needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
     /// Regions loaded here from what the store held.
     recovered: parking_lot::Mutex<Vec<RegionId>>,
+    /// Installed by the host: unloads a region the store fenced.
+    on_fenced: Arc<std::sync::OnceLock<FencedFn>>,
     pub stats: Arc<DurableStats>,
 }
 
@@ -192,6 +201,8 @@ impl Durability {
         let writer_stats = stats.clone();
         let needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>> = Arc::default();
         let writer_needs_whole = needs_whole.clone();
+        let on_fenced: Arc<std::sync::OnceLock<FencedFn>> = Arc::default();
+        let writer_on_fenced = on_fenced.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || match open() {
@@ -203,6 +214,9 @@ impl Durability {
                         stats: writer_stats,
                         replicas: HashMap::new(),
                         needs_whole: writer_needs_whole,
+                        owners: HashMap::new(),
+                        fenced: Default::default(),
+                        on_fenced: writer_on_fenced,
                     }
                     .run(rx);
                 }
@@ -224,6 +238,7 @@ impl Durability {
             replica_gen: Default::default(),
             needs_whole,
             recovered: Default::default(),
+            on_fenced,
             stats,
         }))
     }
@@ -236,7 +251,16 @@ impl Durability {
         }
     }
 
+    /// The region is loaded here: this host becomes its writer in the store, fencing whoever
+    /// wrote for it before. Queued ahead of the region's first tick, so every record of this
+    /// load carries the new token.
+    pub(crate) fn claim(&self, region: RegionId) {
+        let _ = self.tx.send(Job::Claim { region });
+    }
+
     /// What the store holds for a region, intact (the damaged tail is cut in the store too).
+    /// Claims the region first (see [`store::Store::claim`]): what a previous owner commits
+    /// after this read is refused, so the rebuild misses nothing it acknowledged.
     pub fn recovered(&self, region: RegionId) -> Result<Recovered, String> {
         let (reply, answer) = sync_channel(1);
         self.tx
@@ -403,7 +427,7 @@ fn rebuild(id: RegionId, rec: &Recovered, fresh: impl FnOnce() -> Region) -> (Re
 /// A record to append, the acks it answers, its tick, and what runs once it is committed.
 type Appended = (LogRecord, Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
 /// Acks of a tick that logged nothing (they wait for what was queued before them).
-type AcksOnly = (Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
+type AcksOnly = (RegionId, Vec<(Waiting, Option<EntityId>)>, u64, Option<AfterCommit>);
 
 struct Writer {
     store: Box<dyn Store>,
@@ -414,6 +438,12 @@ struct Writer {
     /// thread hands over only what changed rather than a whole copy every time.
     replicas: HashMap<RegionId, Region>,
     needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
+    /// This writer's owner token per region it claimed (fencing; see `store::Store::claim`).
+    owners: HashMap<RegionId, u64>,
+    /// Regions whose writes the store refused: nothing more is written or acknowledged for
+    /// them until they are claimed again.
+    fenced: std::collections::HashSet<RegionId>,
+    on_fenced: Arc<std::sync::OnceLock<FencedFn>>,
 }
 
 impl Writer {
@@ -430,17 +460,24 @@ impl Writer {
             let mut acks_only: Vec<AcksOnly> = Vec::new();
             for job in jobs {
                 match job {
+                    Job::Append { region, tick, acks, .. } if !self.owners.contains_key(&region) => {
+                        // Fenced, or never claimed here: not this host's to write or to ack.
+                        tracing::debug!(%region, tick, "tick record of a region this host does not own in the store: refused");
+                        fail_moved(acks);
+                    }
                     Job::Append { region, tick, entry, acks, then } => match entry {
                         Some(payload) => match self.seq_after(region) {
                             Ok(seq) => {
-                                appends.push((LogRecord { region, seq, tick, payload }, acks, tick, then))
+                                let owner = self.owners.get(&region).copied().unwrap_or(0);
+                                let record = LogRecord { region, seq, tick, payload, owner };
+                                appends.push((record, acks, tick, then))
                             }
                             Err(e) => {
                                 tracing::warn!(%region, tick, "tick record not logged ({e}); its crossing messages are held back");
                                 fail(acks, &e)
                             }
                         },
-                        None => acks_only.push((acks, tick, then)),
+                        None => acks_only.push((region, acks, tick, then)),
                     },
                     other => {
                         self.commit(std::mem::take(&mut appends), std::mem::take(&mut acks_only));
@@ -478,10 +515,39 @@ impl Writer {
         last
     }
 
-    fn commit(&mut self, appends: Vec<Appended>, acks_only: Vec<AcksOnly>) {
+    /// The store refused a write for `region`: another host claimed it. Nothing more is written
+    /// or acknowledged for it here, and the host stops running it.
+    fn fence(&mut self, region: RegionId, e: &StoreError) {
+        tracing::error!(%region, "FENCED: {e}; this host stops running the region and refuses its unacknowledged changes");
+        self.owners.remove(&region);
+        self.fenced.insert(region);
+        self.last_seq.remove(&region);
+        self.replicas.remove(&region);
+        if let Some(f) = self.on_fenced.get() {
+            f(region);
+        }
+    }
+
+    fn commit(&mut self, mut appends: Vec<Appended>, acks_only: Vec<AcksOnly>) {
+        // A fenced region's records leave the batch (their acks fail), the rest is tried again.
+        let mut result = Ok(());
+        while !appends.is_empty() {
+            let records: Vec<LogRecord> = appends.iter().map(|(r, ..)| r.clone()).collect();
+            result = self.store.append(&records);
+            let Err(e @ StoreError::Fenced { region, .. }) = &result else { break };
+            let region = *region;
+            self.fence(region, e);
+            let (refused, rest): (Vec<Appended>, Vec<Appended>) =
+                appends.into_iter().partition(|(r, ..)| r.region == region);
+            for (_, acks, _, _) in refused {
+                fail_moved(acks);
+            }
+            appends = rest;
+            result = Ok(());
+        }
         if !appends.is_empty() {
             let records: Vec<LogRecord> = appends.iter().map(|(r, ..)| r.clone()).collect();
-            match self.store.append(&records) {
+            match result {
                 Ok(()) => {
                     self.stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -507,7 +573,11 @@ impl Writer {
             }
         }
         // Inputs that changed nothing are acknowledged after everything before them is durable.
-        for (acks, tick, then) in acks_only {
+        for (region, acks, tick, then) in acks_only {
+            if self.fenced.contains(&region) {
+                fail_moved(acks);
+                continue;
+            }
             for (w, created) in acks {
                 (w.ack)(Ok(Acked { tick, seq: None, created, durable: true }));
             }
@@ -526,6 +596,15 @@ impl Writer {
             Job::Forget { region } => {
                 self.last_seq.remove(&region);
                 self.replicas.remove(&region);
+                self.owners.remove(&region);
+                self.fenced.remove(&region);
+            }
+            Job::Claim { region } => {
+                if !self.owners.contains_key(&region) {
+                    if let Err(e) = self.claim(region) {
+                        tracing::error!(%region, "could not claim the region in the store ({e}): its changes will be refused");
+                    }
+                }
             }
             Job::CheckpointDelta { delta } => {
                 let id = delta.region;
@@ -549,7 +628,10 @@ impl Writer {
                 }
             }
             Job::Recover { region, reply } => {
-                let result = self.store.recover(region).map_err(|e| e.to_string());
+                let result = match self.claim(region) {
+                    Ok(_) => self.store.recover(region).map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("claiming {region} in the store: {e}")),
+                };
                 if let Ok(rec) = &result {
                     let last = self.cut_damage(region, rec);
                     self.last_seq.insert(region, last);
@@ -563,9 +645,23 @@ impl Writer {
         }
     }
 
+    /// Becomes the region's writer in the store: a new owner token, and a fresh log position.
+    fn claim(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        let token = self.store.claim(region)?;
+        tracing::debug!(%region, token, "claimed in the store");
+        self.owners.insert(region, token);
+        self.fenced.remove(&region);
+        self.last_seq.remove(&region);
+        Ok(token)
+    }
+
     fn write_checkpoint(&mut self, region: &Region) {
         let started = Instant::now();
         let id = region.id();
+        let Some(&owner) = self.owners.get(&id) else {
+            tracing::debug!(region = %id, "checkpoint of a region this host does not own in the store: skipped");
+            return;
+        };
         let covers_seq = match self.last_seq.get(&id) {
             Some(&s) => s,
             None => match self.load_last(id) {
@@ -579,8 +675,15 @@ impl Writer {
                 }
             },
         };
-        let c = Checkpoint { region: id, covers_seq, tick: region.tick_number(), bytes: region.snapshot() };
+        let c = Checkpoint {
+            region: id,
+            covers_seq,
+            tick: region.tick_number(),
+            bytes: region.snapshot(),
+            owner,
+        };
         match self.store.put_checkpoint(&c) {
+            Err(e @ StoreError::Fenced { .. }) => self.fence(id, &e),
             Ok(()) => {
                 let us = started.elapsed().as_micros() as u64;
                 self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -589,6 +692,14 @@ impl Writer {
             }
             Err(e) => tracing::warn!(region = %id, "checkpoint failed: {e}"),
         }
+    }
+}
+
+/// Changes of a region another host took over: not durable here, so never acknowledged; the
+/// sender sends them again, to the new owner.
+fn fail_moved(acks: Vec<(Waiting, Option<EntityId>)>) {
+    for (w, _) in acks {
+        (w.ack)(Err(AckError::Moved));
     }
 }
 
@@ -602,6 +713,19 @@ impl Host {
     /// Makes this host durable: records logged, checkpoints written, regions recovered on load.
     /// Call before loading regions.
     pub fn set_durability(&self, d: Arc<Durability>) {
+        let me = self.shared.me.clone();
+        let workers = Arc::downgrade(&self.workers);
+        let _ = d.on_fenced.set(Box::new(move |region| {
+            let (Some(shared), Some(workers)) = (me.upgrade(), workers.upgrade()) else { return };
+            // Not on the writer thread: unloading waits for the region's tick, which may be
+            // waiting for room in the writer's queue.
+            let host = Host { shared, workers };
+            let _ = std::thread::Builder::new().name("fenced".into()).spawn(move || {
+                if host.unload(region).is_ok() {
+                    tracing::error!(%region, "region unloaded: the store says another host owns it now");
+                }
+            });
+        }));
         let _ = self.shared.durable.set(d);
     }
 

@@ -253,6 +253,9 @@ impl Host {
         *slot.first_tick.lock() = hook;
         regions.insert(id, Arc::new(slot));
         drop(regions);
+        if let Some(d) = self.shared.durable.get() {
+            d.claim(id); // before its first tick: every record of this load is fenced by it
+        }
         self.shared.schedule.lock().push(Reverse((now, id, incarnation)));
         self.shared.wake.notify_one();
         tracing::info!(region = %id, "region loaded");

@@ -642,6 +642,7 @@ impl ScriptPass for Pass<'_> {
 
         // Chat and messages stay between scripts: delivered into queues now, run next tick.
         let mut effects = Vec::with_capacity(batch.effects.len());
+        let mut saved = Vec::new();
         let mut by_channel: HashMap<i32, Vec<usize>> = HashMap::new();
         for (i, s) in rs.live.iter().enumerate() {
             for l in s.listens() {
@@ -679,6 +680,7 @@ impl ScriptPass for Pass<'_> {
                         world_fx.push(ScriptEffect::CreateObject { template, pos, param })
                     }
                     Effect::DeleteSelf => world_fx.push(ScriptEffect::DeleteSelf),
+                    Effect::Save => saved.push(ScriptId(fx.script.0)),
                 }
             }
             if !world_fx.is_empty() {
@@ -721,7 +723,7 @@ impl ScriptPass for Pass<'_> {
                 control: postcard::to_stdvec(&control).expect("serializing to memory cannot fail"),
             });
         }
-        ScriptOutcome { effects, updates, stopped }
+        ScriptOutcome { effects, updates, stopped, saved }
     }
 }
 

@@ -38,6 +38,12 @@ struct GatedStore {
 }
 
 impl Store for GatedStore {
+    fn claim(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        self.inner.claim(region)
+    }
+    fn owner(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        self.inner.owner(region)
+    }
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StoreError> {
         self.gate.pass();
         self.inner.append(records)

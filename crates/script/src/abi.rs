@@ -95,6 +95,8 @@ pub const IMPORTS: &[Signature] = &[
     // create_object(template ptr, template len, x, y, z, start param).
     sig("create_object", &[I32, I32, F32, F32, F32, I32], &[]),
     sig("delete_self", &[], &[]),
+    // save(): log the script's state with this tick's durable changes (docs/scripting.md).
+    sig("save", &[], &[]),
     // read_event(dst ptr, dst capacity) -> payload length of the running event.
     sig("read_event", &[I32, I32], &[I32]),
 ];

@@ -80,13 +80,26 @@ impl ChatRange {
 /// change at once; everything that touches the region comes out as an effect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
-    Say { channel: i32, range: ChatRange, text: String },
+    Say {
+        channel: i32,
+        range: ChatRange,
+        text: String,
+    },
     SetPos(Vec3),
     SetRot(Quat),
     SetVel(Vec3),
     SetScale(Vec3),
     SetText(String),
-    Message { to: EntityId, bytes: Vec<u8> },
-    CreateObject { template: String, pos: Vec3, param: i32 },
+    Message {
+        to: EntityId,
+        bytes: Vec<u8>,
+    },
+    CreateObject {
+        template: String,
+        pos: Vec3,
+        param: i32,
+    },
     DeleteSelf,
+    /// Make the script's state durable with this tick's other durable changes.
+    Save,
 }

@@ -453,6 +453,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker
         .func_wrap(m, "delete_self", |mut c: Caller<'_, HostState>| c.data_mut().push(Effect::DeleteSelf))?;
+    linker.func_wrap(m, "save", |mut c: Caller<'_, HostState>| c.data_mut().push(Effect::Save))?;
     linker.func_wrap(
         m,
         "read_event",

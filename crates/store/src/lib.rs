@@ -6,6 +6,11 @@
 //! checksums, and on recovery hands back only what is intact: the valid checkpoints, newest
 //! first, and the continuous run of valid log records after them. A bad record ends the run
 //! (with a warning); a good record after a bad one is never used.
+//!
+//! Fencing: a host that loads a region first [`Store::claim`]s it, which raises the region's
+//! owner token; every write carries the writer's token, and a write whose token is older than
+//! the region's newest is refused ([`StoreError::Fenced`]) inside the same transaction. So a
+//! host that was paused while another took its region over cannot write after the takeover.
 
 pub mod limits;
 mod pg;
@@ -21,7 +26,7 @@ use limits::*;
 
 /// The schema this build writes. Each entry of a backend's migration list takes the schema
 /// from version `i` to `i + 1`; a database at a newer version than this is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One durable change of a region (the changes one tick made on purpose), as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +38,9 @@ pub struct LogRecord {
     pub tick: u64,
     /// The encoded change; opaque to the store.
     pub payload: Vec<u8>,
+    /// The writer's owner token for the region (from [`Store::claim`]; 0 if it never claimed).
+    /// Not part of the checksum: it fences the write, it is not the change.
+    pub owner: u64,
 }
 
 impl LogRecord {
@@ -50,6 +58,8 @@ pub struct Checkpoint {
     pub covers_seq: u64,
     pub tick: u64,
     pub bytes: Vec<u8>,
+    /// The writer's owner token for the region, as for [`LogRecord::owner`].
+    pub owner: u64,
 }
 
 impl Checkpoint {
@@ -94,6 +104,11 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("log record {region} #{seq} is already stored: another writer owns this region's log")]
     Conflict { region: RegionId, seq: u64 },
+    #[error(
+        "region {region} was claimed by a newer owner (token {newest}) than this writer's ({owner}): \
+         another host took it over, so this one must stop acting for it"
+    )]
+    Fenced { region: RegionId, owner: u64, newest: u64 },
     #[error("{what} of {bytes} bytes is larger than {limit} ({name})")]
     TooLarge { what: &'static str, bytes: usize, limit: usize, name: &'static str },
     #[error("a batch of {0} log records is more than MAX_APPEND_RECORDS")]
@@ -119,10 +134,21 @@ pub enum StoreError {
 /// Durable storage of checkpoints and log records. Every method that writes returns only once
 /// what it wrote is durable. A store is used from one writer thread (never a tick thread).
 pub trait Store: Send {
-    /// Appends log records (any regions) in one transaction: all durable, or none.
+    /// Makes the caller the region's writer: raises the region's owner token by one and returns
+    /// it. From then on writes carrying an older token are refused. Claim before reading a
+    /// region for a takeover: whatever the previous owner committed before the claim is then
+    /// in what recovery reads, and nothing it sends later is accepted.
+    fn claim(&mut self, region: RegionId) -> Result<u64, StoreError>;
+
+    /// The region's newest owner token (0 when it was never claimed).
+    fn owner(&mut self, region: RegionId) -> Result<u64, StoreError>;
+
+    /// Appends log records (any regions) in one transaction: all durable, or none. A record
+    /// whose `owner` is older than its region's newest token refuses the whole batch with
+    /// [`StoreError::Fenced`] naming that region (the caller drops its records and retries).
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StoreError>;
 
-    /// Stores a checkpoint, keeps the newest [`KEPT_CHECKPOINTS`] of its region and deletes
+    /// Stores a checkpoint (refused with [`StoreError::Fenced`] like an append), keeps the newest [`KEPT_CHECKPOINTS`] of its region and deletes
     /// the log records that every kept checkpoint covers, in one transaction.
     fn put_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
@@ -239,6 +265,22 @@ fn check_checkpoint(c: &Checkpoint) -> Result<(), StoreError> {
             limit: MAX_CHECKPOINT_BYTES,
             name: "MAX_CHECKPOINT_BYTES",
         });
+    }
+    Ok(())
+}
+
+/// The distinct (region, owner) pairs of a batch, in region order: what its transaction checks.
+fn owners_of(records: &[LogRecord]) -> Vec<(RegionId, u64)> {
+    let mut pairs: Vec<(RegionId, u64)> = records.iter().map(|r| (r.region, r.owner)).collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// The fence: a writer's token against the region's newest.
+fn check_owner(region: RegionId, owner: u64, newest: u64) -> Result<(), StoreError> {
+    if newest > owner {
+        return Err(StoreError::Fenced { region, owner, newest });
     }
     Ok(())
 }

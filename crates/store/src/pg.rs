@@ -12,10 +12,14 @@ use world::RegionId;
 
 use crate::limits::{KEPT_CHECKPOINTS, PG_CONNECT_TIMEOUT_S};
 use crate::SCHEMA_VERSION;
-use crate::{check_batch, check_checkpoint, from_db, to_db, Checkpoint, LogRecord, Store, StoreError};
+use crate::{
+    check_batch, check_checkpoint, check_owner, from_db, owners_of, to_db, Checkpoint, LogRecord, Store,
+    StoreError,
+};
 
 /// Schema migrations, in order: entry `i` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE terrane_log (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE terrane_log (
         region_x INTEGER NOT NULL,
         region_y INTEGER NOT NULL,
         seq BIGINT NOT NULL,
@@ -32,7 +36,17 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE terrane_log (
         bytes BYTEA NOT NULL,
         checksum BIGINT NOT NULL,
         PRIMARY KEY (region_x, region_y, covers_seq)
-     );"];
+     );",
+    // 2: owner tokens (fencing): the newest claim per region, and the token of each write.
+    "CREATE TABLE terrane_region_owner (
+        region_x INTEGER NOT NULL,
+        region_y INTEGER NOT NULL,
+        token BIGINT NOT NULL,
+        PRIMARY KEY (region_x, region_y)
+     );
+     ALTER TABLE terrane_log ADD COLUMN owner BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE terrane_checkpoint ADD COLUMN owner BIGINT NOT NULL DEFAULT 0;",
+];
 
 /// Key of the advisory lock held while migrating the schema ("terrane" in ASCII).
 const MIGRATION_LOCK: i64 = 0x74_65_72_72_61_6e_65;
@@ -94,21 +108,73 @@ fn region_of(x: i32, y: i32) -> RegionId {
     RegionId::new(x.clamp(0, i32::from(u16::MAX)) as u16, y.clamp(0, i32::from(u16::MAX)) as u16)
 }
 
+/// The fence inside a writing transaction: the region's owner row is locked in share mode
+/// (created at token 0 if missing), so a claim waits for this transaction to end, and this
+/// transaction sees any claim committed before it.
+fn check_owner_locked(
+    tx: &mut postgres::Transaction<'_>,
+    region: RegionId,
+    owner: u64,
+) -> Result<(), StoreError> {
+    let (x, y) = xy(region);
+    tx.execute(
+        "INSERT INTO terrane_region_owner (region_x, region_y, token) VALUES ($1, $2, 0)
+         ON CONFLICT (region_x, region_y) DO NOTHING",
+        &[&x, &y],
+    )?;
+    let newest: i64 = tx
+        .query_one(
+            "SELECT token FROM terrane_region_owner WHERE region_x = $1 AND region_y = $2 FOR SHARE",
+            &[&x, &y],
+        )?
+        .get(0);
+    check_owner(region, owner, from_db(newest))
+}
+
 impl Store for PgStore {
+    fn claim(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        let (x, y) = xy(region);
+        let token: i64 = self
+            .client
+            .query_one(
+                "INSERT INTO terrane_region_owner (region_x, region_y, token) VALUES ($1, $2, 1)
+                 ON CONFLICT (region_x, region_y)
+                 DO UPDATE SET token = terrane_region_owner.token + 1
+                 RETURNING token",
+                &[&x, &y],
+            )?
+            .get(0);
+        Ok(from_db(token))
+    }
+
+    fn owner(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        let (x, y) = xy(region);
+        let row = self.client.query_opt(
+            "SELECT token FROM terrane_region_owner WHERE region_x = $1 AND region_y = $2",
+            &[&x, &y],
+        )?;
+        Ok(row.map_or(0, |r| from_db(r.get(0))))
+    }
+
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StoreError> {
         check_batch(records)?;
         if records.is_empty() {
             return Ok(());
         }
         let mut tx = self.client.transaction()?;
+        for (region, owner) in owners_of(records) {
+            check_owner_locked(&mut tx, region, owner)?;
+        }
         let insert = tx.prepare(
-            "INSERT INTO terrane_log (region_x, region_y, seq, tick, payload, checksum)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO terrane_log (region_x, region_y, seq, tick, payload, checksum, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )?;
         for r in records {
             let (x, y) = xy(r.region);
-            let result = tx
-                .execute(&insert, &[&x, &y, &to_db(r.seq), &to_db(r.tick), &r.payload, &to_db(r.checksum())]);
+            let result = tx.execute(
+                &insert,
+                &[&x, &y, &to_db(r.seq), &to_db(r.tick), &r.payload, &to_db(r.checksum()), &to_db(r.owner)],
+            );
             if let Err(e) = result {
                 if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
                     return Err(StoreError::Conflict { region: r.region, seq: r.seq });
@@ -124,12 +190,14 @@ impl Store for PgStore {
         check_checkpoint(c)?;
         let (x, y) = xy(c.region);
         let mut tx = self.client.transaction()?;
+        check_owner_locked(&mut tx, c.region, c.owner)?;
         tx.execute(
-            "INSERT INTO terrane_checkpoint (region_x, region_y, covers_seq, tick, bytes, checksum)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO terrane_checkpoint (region_x, region_y, covers_seq, tick, bytes, checksum, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (region_x, region_y, covers_seq)
-             DO UPDATE SET tick = EXCLUDED.tick, bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum",
-            &[&x, &y, &to_db(c.covers_seq), &to_db(c.tick), &c.bytes, &to_db(c.checksum())],
+             DO UPDATE SET tick = EXCLUDED.tick, bytes = EXCLUDED.bytes, checksum = EXCLUDED.checksum,
+                owner = EXCLUDED.owner",
+            &[&x, &y, &to_db(c.covers_seq), &to_db(c.tick), &c.bytes, &to_db(c.checksum()), &to_db(c.owner)],
         )?;
         tx.execute(
             "DELETE FROM terrane_checkpoint WHERE region_x = $1 AND region_y = $2 AND covers_seq NOT IN
@@ -187,7 +255,7 @@ impl Store for PgStore {
     fn raw_checkpoints(&mut self, region: RegionId) -> Result<Vec<(Checkpoint, u64)>, StoreError> {
         let (x, y) = xy(region);
         let rows = self.client.query(
-            "SELECT covers_seq, tick, bytes, checksum FROM terrane_checkpoint
+            "SELECT covers_seq, tick, bytes, checksum, owner FROM terrane_checkpoint
              WHERE region_x = $1 AND region_y = $2 ORDER BY covers_seq DESC",
             &[&x, &y],
         )?;
@@ -200,6 +268,7 @@ impl Store for PgStore {
                         covers_seq: from_db(r.get(0)),
                         tick: from_db(r.get(1)),
                         bytes: r.get(2),
+                        owner: from_db(r.get(4)),
                     },
                     from_db(r.get(3)),
                 )
@@ -215,7 +284,7 @@ impl Store for PgStore {
     ) -> Result<Vec<(LogRecord, u64)>, StoreError> {
         let (x, y) = xy(region);
         let rows = self.client.query(
-            "SELECT seq, tick, payload, checksum FROM terrane_log
+            "SELECT seq, tick, payload, checksum, owner FROM terrane_log
              WHERE region_x = $1 AND region_y = $2 AND seq > $3 ORDER BY seq LIMIT $4",
             &[&x, &y, &to_db(after), &(limit as i64)],
         )?;
@@ -223,7 +292,13 @@ impl Store for PgStore {
             .iter()
             .map(|r| {
                 (
-                    LogRecord { region, seq: from_db(r.get(0)), tick: from_db(r.get(1)), payload: r.get(2) },
+                    LogRecord {
+                        region,
+                        seq: from_db(r.get(0)),
+                        tick: from_db(r.get(1)),
+                        payload: r.get(2),
+                        owner: from_db(r.get(4)),
+                    },
                     from_db(r.get(3)),
                 )
             })

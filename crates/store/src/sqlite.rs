@@ -8,15 +8,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use world::RegionId;
 
 use crate::limits::{KEPT_CHECKPOINTS, SQLITE_BUSY_TIMEOUT_MS};
 use crate::SCHEMA_VERSION;
-use crate::{check_batch, check_checkpoint, from_db, to_db, Checkpoint, LogRecord, Store, StoreError};
+use crate::{
+    check_batch, check_checkpoint, check_owner, from_db, owners_of, to_db, Checkpoint, LogRecord, Store,
+    StoreError,
+};
 
 /// Schema migrations, in order: entry `i` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE log (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE log (
         region_x INTEGER NOT NULL,
         region_y INTEGER NOT NULL,
         seq INTEGER NOT NULL,
@@ -33,7 +37,17 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE log (
         bytes BLOB NOT NULL,
         checksum INTEGER NOT NULL,
         PRIMARY KEY (region_x, region_y, covers_seq)
-     );"];
+     );",
+    // 2: owner tokens (fencing): the newest claim per region, and the token of each write.
+    "CREATE TABLE region_owner (
+        region_x INTEGER NOT NULL,
+        region_y INTEGER NOT NULL,
+        token INTEGER NOT NULL,
+        PRIMARY KEY (region_x, region_y)
+     ) WITHOUT ROWID;
+     ALTER TABLE log ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE checkpoint ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// The file name of the store inside the data directory.
 pub const SQLITE_FILE: &str = "terrane.sqlite";
@@ -102,7 +116,7 @@ impl From<rusqlite::Error> for Migration {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), Migration> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let found: Option<i64> =
         tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
@@ -119,6 +133,18 @@ fn migrate(conn: &mut Connection) -> Result<(), Migration> {
     Ok(())
 }
 
+/// The region's newest owner token as this transaction sees it (0: never claimed).
+fn newest_owner(tx: &Connection, region: RegionId) -> rusqlite::Result<u64> {
+    let token: Option<i64> = tx
+        .query_row(
+            "SELECT token FROM region_owner WHERE region_x = ?1 AND region_y = ?2",
+            params![region.x, region.y],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(token.map_or(0, from_db))
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
@@ -126,6 +152,28 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 impl Store for SqliteStore {
+    fn claim(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let err = sqlite_err(&path);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let token: i64 = tx
+            .query_row(
+                "INSERT INTO region_owner (region_x, region_y, token) VALUES (?1, ?2, 1)
+                 ON CONFLICT (region_x, region_y) DO UPDATE SET token = token + 1
+                 RETURNING token",
+                params![region.x, region.y],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(from_db(token))
+    }
+
+    fn owner(&mut self, region: RegionId) -> Result<u64, StoreError> {
+        let err = self.err();
+        newest_owner(&self.conn, region).map_err(err)
+    }
+
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StoreError> {
         check_batch(records)?;
         if records.is_empty() {
@@ -133,12 +181,17 @@ impl Store for SqliteStore {
         }
         let path = self.path.clone();
         let err = sqlite_err(&path);
-        let tx = self.conn.transaction().map_err(&err)?;
+        // Immediate: the write lock is taken before the owners are read, so no claim can come
+        // between the check and the commit.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        for (region, owner) in owners_of(records) {
+            check_owner(region, owner, newest_owner(&tx, region).map_err(&err)?)?;
+        }
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO log (region_x, region_y, seq, tick, payload, checksum)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO log (region_x, region_y, seq, tick, payload, checksum, owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(&err)?;
             for r in records {
@@ -149,7 +202,8 @@ impl Store for SqliteStore {
                         to_db(r.seq),
                         to_db(r.tick),
                         r.payload,
-                        to_db(r.checksum())
+                        to_db(r.checksum()),
+                        to_db(r.owner)
                     ])
                     .map_err(|e| {
                         if is_unique_violation(&e) {
@@ -167,12 +221,13 @@ impl Store for SqliteStore {
         check_checkpoint(c)?;
         let path = self.path.clone();
         let err = sqlite_err(&path);
-        let tx = self.conn.transaction().map_err(&err)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        check_owner(c.region, c.owner, newest_owner(&tx, c.region).map_err(&err)?)?;
         let (x, y) = (c.region.x, c.region.y);
         tx.execute(
-            "INSERT OR REPLACE INTO checkpoint (region_x, region_y, covers_seq, tick, bytes, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![x, y, to_db(c.covers_seq), to_db(c.tick), c.bytes, to_db(c.checksum())],
+            "INSERT OR REPLACE INTO checkpoint (region_x, region_y, covers_seq, tick, bytes, checksum, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![x, y, to_db(c.covers_seq), to_db(c.tick), c.bytes, to_db(c.checksum()), to_db(c.owner)],
         )
         .map_err(&err)?;
         tx.execute(
@@ -230,6 +285,7 @@ impl Store for SqliteStore {
         let path = self.path.clone();
         let err = sqlite_err(&path);
         let tx = self.conn.transaction().map_err(&err)?;
+        // The owner token stays: tokens only grow, so a fenced writer stays fenced.
         for table in ["log", "checkpoint"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE region_x = ?1 AND region_y = ?2"),
@@ -245,7 +301,7 @@ impl Store for SqliteStore {
         let mut q = self
             .conn
             .prepare(
-                "SELECT covers_seq, tick, bytes, checksum FROM checkpoint
+                "SELECT covers_seq, tick, bytes, checksum, owner FROM checkpoint
                  WHERE region_x = ?1 AND region_y = ?2 ORDER BY covers_seq DESC",
             )
             .map_err(&err)?;
@@ -257,6 +313,7 @@ impl Store for SqliteStore {
                         covers_seq: from_db(r.get(0)?),
                         tick: from_db(r.get(1)?),
                         bytes: any_bytes(r, 2)?,
+                        owner: from_db(r.get(4)?),
                     },
                     from_db(r.get(3)?),
                 ))
@@ -275,7 +332,7 @@ impl Store for SqliteStore {
         let mut q = self
             .conn
             .prepare(
-                "SELECT seq, tick, payload, checksum FROM log
+                "SELECT seq, tick, payload, checksum, owner FROM log
                  WHERE region_x = ?1 AND region_y = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
             )
             .map_err(&err)?;
@@ -287,6 +344,7 @@ impl Store for SqliteStore {
                         seq: from_db(r.get(0)?),
                         tick: from_db(r.get(1)?),
                         payload: any_bytes(r, 2)?,
+                        owner: from_db(r.get(4)?),
                     },
                     from_db(r.get(3)?),
                 ))

@@ -9,11 +9,22 @@ use world::RegionId;
 const R: RegionId = RegionId::new(3, 4);
 
 fn record(region: RegionId, seq: u64) -> LogRecord {
-    LogRecord { region, seq, tick: seq * 10, payload: format!("change {seq} of {region}").into_bytes() }
+    LogRecord {
+        region,
+        seq,
+        tick: seq * 10,
+        payload: format!("change {seq} of {region}").into_bytes(),
+        owner: 0,
+    }
 }
 
 fn checkpoint(covers_seq: u64, body: &str) -> Checkpoint {
-    Checkpoint { region: R, covers_seq, tick: covers_seq * 10, bytes: body.as_bytes().repeat(100) }
+    Checkpoint { region: R, covers_seq, tick: covers_seq * 10, bytes: body.as_bytes().repeat(100), owner: 0 }
+}
+
+fn owned(mut r: LogRecord, owner: u64) -> LogRecord {
+    r.owner = owner;
+    r
 }
 
 fn seqs(log: &[LogRecord]) -> Vec<u64> {
@@ -31,6 +42,8 @@ trait Backend {
     fn flip_checkpoint_byte(&mut self, covers_seq: u64);
     /// Sets the stored schema version to 99 and opens again: the error it gives.
     fn bump_schema_and_reopen(&mut self) -> StoreError;
+    /// A second connection to the same storage: another host sharing the store.
+    fn second(&mut self) -> Box<dyn Store>;
 }
 
 struct Sqlite {
@@ -64,6 +77,9 @@ impl Backend for Sqlite {
         conn.execute_batch("UPDATE schema_version SET version = 99").expect("bump");
         drop(conn);
         SqliteStore::open_dir(self.dir.path()).err().expect("a newer schema must be refused")
+    }
+    fn second(&mut self) -> Box<dyn Store> {
+        Box::new(SqliteStore::open_dir(self.dir.path()).expect("second connection"))
     }
 }
 
@@ -106,6 +122,9 @@ impl Backend for Pg {
             .expect("bump");
         PgStore::connect_in_schema(&self.url, &self.schema).err().expect("a newer schema must be refused")
     }
+    fn second(&mut self) -> Box<dyn Store> {
+        Box::new(PgStore::connect_in_schema(&self.url, &self.schema).expect("second connection"))
+    }
 }
 
 fn pg(test: &str) -> Pg {
@@ -145,6 +164,9 @@ both_backends!(
     regions_are_listed_and_forgotten,
     a_newer_schema_is_refused,
     oversized_batches_are_refused,
+    a_claim_fences_the_previous_owners_appends_and_checkpoints,
+    a_fenced_region_refuses_the_whole_batch_and_others_go_through_alone,
+    owner_tokens_only_grow_across_reopen_and_forget,
 );
 
 fn appended_records_come_back_in_order_after_a_reopen(b: &mut dyn Backend) {
@@ -259,4 +281,94 @@ fn oversized_batches_are_refused(b: &mut dyn Backend) {
     let batch: Vec<LogRecord> = (1..=MAX_APPEND_RECORDS as u64 + 1).map(|s| record(R, s)).collect();
     assert!(matches!(b.store().append(&batch), Err(StoreError::BatchTooLarge(_))));
     assert!(b.store().recover(R).unwrap().is_empty());
+}
+
+fn a_claim_fences_the_previous_owners_appends_and_checkpoints(b: &mut dyn Backend) {
+    let old = b.store().claim(R).unwrap();
+    b.store().append(&[owned(record(R, 1), old)]).unwrap();
+    // Another host takes the region over: it claims before it reads.
+    let mut new_owner = b.second();
+    let new = new_owner.claim(R).unwrap();
+    assert!(new > old, "a claim raises the token: {old} then {new}");
+    assert_eq!(seqs(&new_owner.recover(R).unwrap().log), vec![1]);
+    // The old owner wakes up: its queued append and checkpoint are refused.
+    let err = b.store().append(&[owned(record(R, 2), old)]).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced { region: R, owner, newest } if owner == old && newest == new),
+        "{err}"
+    );
+    let mut c = checkpoint(1, "stale");
+    c.owner = old;
+    assert!(matches!(b.store().put_checkpoint(&c), Err(StoreError::Fenced { .. })));
+    // The new owner continues the log; nothing of the old one's is interleaved.
+    let mut mine = record(R, 2);
+    mine.payload = b"the new owner's change".to_vec();
+    new_owner.append(&[owned(mine.clone(), new)]).unwrap();
+    let mut c = checkpoint(2, "fresh");
+    c.owner = new;
+    new_owner.put_checkpoint(&c).unwrap();
+    assert_eq!(b.store().recover(R).unwrap().checkpoints, vec![c]);
+    let log: Vec<LogRecord> = b.store().raw_log(R, 0, 10).unwrap().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(log, vec![owned(record(R, 1), old), owned(mine, new)]);
+    assert_eq!(b.store().owner(R).unwrap(), new);
+}
+
+fn a_fenced_region_refuses_the_whole_batch_and_others_go_through_alone(b: &mut dyn Backend) {
+    let other = RegionId::new(7, 7);
+    let old = b.store().claim(R).unwrap();
+    let mine = b.store().claim(other).unwrap();
+    b.second().claim(R).unwrap();
+    let batch = [owned(record(other, 1), mine), owned(record(R, 1), old)];
+    let err = b.store().append(&batch).unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { region: R, .. }), "{err}");
+    assert!(b.store().recover(other).unwrap().is_empty(), "the batch is all or nothing");
+    b.store().append(&batch[..1]).unwrap();
+    assert_eq!(seqs(&b.store().recover(other).unwrap().log), vec![1]);
+    assert!(b.store().recover(R).unwrap().is_empty());
+}
+
+fn owner_tokens_only_grow_across_reopen_and_forget(b: &mut dyn Backend) {
+    assert_eq!(b.store().owner(R).unwrap(), 0);
+    let first = b.store().claim(R).unwrap();
+    b.reopen();
+    let second = b.store().claim(R).unwrap();
+    assert!(second > first);
+    b.store().forget(R).unwrap();
+    assert_eq!(b.store().owner(R).unwrap(), second, "forgetting a region does not unfence its old owners");
+    let err = b.store().append(&[owned(record(R, 1), first)]).unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+}
+
+/// A store written by the first schema (no owner tokens) is brought up to date in place.
+#[test]
+fn a_version_1_sqlite_store_is_migrated_and_keeps_its_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("terrane.sqlite");
+    let v1 = rusqlite::Connection::open(&path).expect("open raw");
+    let r = record(R, 1);
+    v1.execute_batch(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);
+         INSERT INTO schema_version VALUES (1);
+         CREATE TABLE log (region_x INTEGER NOT NULL, region_y INTEGER NOT NULL, seq INTEGER NOT NULL,
+            tick INTEGER NOT NULL, payload BLOB NOT NULL, checksum INTEGER NOT NULL,
+            PRIMARY KEY (region_x, region_y, seq)) WITHOUT ROWID;
+         CREATE TABLE checkpoint (region_x INTEGER NOT NULL, region_y INTEGER NOT NULL,
+            covers_seq INTEGER NOT NULL, tick INTEGER NOT NULL, bytes BLOB NOT NULL,
+            checksum INTEGER NOT NULL, PRIMARY KEY (region_x, region_y, covers_seq));",
+    )
+    .expect("version 1 schema");
+    v1.execute(
+        "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        rusqlite::params![R.x, R.y, 1i64, 10i64, r.payload, r.checksum() as i64],
+    )
+    .expect("a version 1 record");
+    drop(v1);
+    let mut store = SqliteStore::open_dir(dir.path()).expect("migrate");
+    assert_eq!(store.recover(R).unwrap().log, vec![r]);
+    assert_eq!(store.claim(R).unwrap(), 1);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, i64::from(store::SCHEMA_VERSION));
 }

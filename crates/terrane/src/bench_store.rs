@@ -113,7 +113,7 @@ fn run(a: &StoreBenchArgs, dir: &std::path::Path) -> anyhow::Result<Report> {
     let bytes = copy.snapshot();
     let encode_ms = ms(t.elapsed());
     let mut store = (opener(a, dir.join("checkpoint"), &all))()?;
-    let c = store::Checkpoint { region: big, covers_seq: 0, tick: copy.tick_number(), bytes };
+    let c = store::Checkpoint { region: big, covers_seq: 0, tick: copy.tick_number(), bytes, owner: 0 };
     let t = Instant::now();
     store.put_checkpoint(&c)?;
     let write_ms = ms(t.elapsed());

@@ -13,7 +13,7 @@ use crate::codec::{ApplyError, Delta};
 use crate::entity::EntityId;
 use crate::input::{Input, TickOutput};
 use crate::region::Region;
-use crate::scripts::ScriptPatch;
+use crate::scripts::{ScriptId, ScriptPatch};
 
 /// What the durable inputs of one tick touched (rows are read at the end of the tick).
 #[derive(Default)]
@@ -21,6 +21,8 @@ pub(crate) struct Touched {
     any: bool,
     terrain: bool,
     entities: Vec<EntityId>,
+    /// Scripts whose whole record is logged (they asked to be saved).
+    saved: Vec<ScriptId>,
 }
 
 /// Which row an input is about, known before it is applied (it is consumed by then).
@@ -66,6 +68,14 @@ pub fn is_durable(input: &Input) -> bool {
 }
 
 impl Touched {
+    /// Notes the scripts that asked to be saved this tick.
+    pub(crate) fn saved(&mut self, scripts: &[ScriptId]) {
+        if !scripts.is_empty() {
+            self.saved.extend_from_slice(scripts);
+            self.any = true;
+        }
+    }
+
     /// Notes an input that was applied (not refused).
     pub(crate) fn applied(&mut self, intent: Intent, out: &TickOutput) {
         match intent {
@@ -87,6 +97,8 @@ impl Touched {
         let g = region.generation;
         self.entities.sort_unstable();
         self.entities.dedup();
+        self.saved.sort_unstable();
+        self.saved.dedup();
         // A row whose edit changed nothing keeps its older stamp: there is nothing to log.
         let entities = self
             .entities
@@ -99,7 +111,10 @@ impl Touched {
             .scripts
             .records
             .values()
-            .filter(|r| r.created == g && self.entities.binary_search(&r.object).is_ok())
+            .filter(|r| {
+                (r.created == g && self.entities.binary_search(&r.object).is_ok())
+                    || self.saved.binary_search(&r.id).is_ok()
+            })
             .map(|r| ScriptPatch::since(r, 0))
             .collect();
         Some(Delta {

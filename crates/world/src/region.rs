@@ -258,6 +258,7 @@ impl Region {
         self.step_motion(dt, &mut stamp, &mut out);
 
         let outcome = scripts.run(self, &touches);
+        durable.saved(&outcome.saved);
         self.apply_script_outcome(outcome, &mut stamp, &mut out);
 
         // An entity removed and re-added in one tick is listed twice; report it once, in id order.

@@ -322,6 +322,9 @@ pub struct ScriptOutcome {
     pub updates: Vec<ScriptUpdate>,
     /// Scripts that stopped this tick (newly: each is reported once).
     pub stopped: Vec<ScriptStopped>,
+    /// Scripts that asked for their state to be saved this tick: their records, as they stand
+    /// at the end of the tick, go into the tick's durable record.
+    pub saved: Vec<ScriptId>,
 }
 
 /// Runs a region's scripts inside its tick, after inputs and motion, against the region as
