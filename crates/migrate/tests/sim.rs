@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use migrate::{MigrationId, Msg, NoConvergence, Policy, Source, SourceEvent, Target, TargetEvent};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use world::{Controls, EntityId, Input, ObjectSpec, Region, RegionId, Terrain, Vec3};
+use world::{Compression, Controls, EntityId, Input, ObjectSpec, Region, RegionId, Terrain, Vec3};
 
 const REGION: RegionId = RegionId::new(4, 2);
 const TICK_US: u64 = 22_222;
@@ -38,6 +38,8 @@ struct Scenario {
     crash: Option<(Node, u64)>,
     policy: Policy,
     directory_delay_us: u64,
+    /// With `policy.snapshot_by_caller`: how long the host takes to hand over a full copy.
+    snapshot_delay_us: u64,
 }
 
 impl Scenario {
@@ -68,6 +70,8 @@ impl Scenario {
             2 => policy.pre_copy = false,
             _ => {}
         }
+        // Half the runs make full copies the way hosts do: off the tick, handed over later.
+        policy.snapshot_by_caller = rng.random_bool(0.5);
         Scenario {
             loss,
             duplicate: if rng.random_bool(0.3) { 0.05 } else { 0.0 },
@@ -77,6 +81,7 @@ impl Scenario {
             crash,
             policy,
             directory_delay_us: rng.random_range(100..5_000),
+            snapshot_delay_us: rng.random_range(0..60_000),
         }
     }
 }
@@ -92,6 +97,8 @@ enum Event {
     CasResult { swapped: bool },
     /// The answer to the target's directory check.
     DirectoryAnswer { owner_is_target: bool, epoch: u64 },
+    /// The source host's full copy, made off the tick, is ready.
+    SnapshotReady { bytes: Vec<u8>, generation: u64 },
 }
 
 struct Sim {
@@ -218,6 +225,12 @@ impl Sim {
             if self.source_alive {
                 if let (Some(s), Some(r)) = (&mut self.source, &self.source_region) {
                     s.on_tick_boundary(self.now, r);
+                    if s.wants_snapshot() {
+                        s.snapshot_started();
+                        let (bytes, generation) = (r.snapshot_with(Compression::Lz4), r.generation());
+                        let d = self.sc.snapshot_delay_us;
+                        self.at(self.now + d, Event::SnapshotReady { bytes, generation });
+                    }
                 }
                 while let Some(msg) = self.source.as_mut().and_then(Source::poll_transmit) {
                     self.send_packet(Node::Target, &msg);
@@ -355,6 +368,13 @@ impl Sim {
                 if self.source_alive {
                     if let Some(s) = &mut self.source {
                         s.handle_cas_result(self.now, swapped);
+                    }
+                }
+            }
+            Event::SnapshotReady { bytes, generation } => {
+                if self.source_alive {
+                    if let Some(s) = &mut self.source {
+                        s.snapshot_ready(self.now, bytes, generation);
                     }
                 }
             }
@@ -595,8 +615,10 @@ fn on_a_clean_network_a_migration_commits_and_the_freeze_is_one_round() {
             bandwidth: 200e6,
             partition: None,
             crash: None,
-            policy: Policy::default(),
+            // Odd seeds make full copies off the tick, as hosts do.
+            policy: Policy { snapshot_by_caller: seed % 2 == 1, ..Policy::default() },
             directory_delay_us: 200,
+            snapshot_delay_us: 5_000,
         };
         sim.run();
         sim.check();
