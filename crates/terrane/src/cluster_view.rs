@@ -1,15 +1,16 @@
 //! The dashboard's view of a cluster, read from the hosts' control APIs and the directory, and
 //! its actions done through the same control API as `terrane migrate` (with the control token).
-//! `terrane run` points it at its two in-process hosts; nothing here needs them in-process.
+//! A drain is the orchestrator's (`POST /hosts/NAME/drain`, the one drain implementation), so
+//! the view needs the orchestrator's URL for it. `terrane run` points it at its two in-process
+//! hosts and its orchestrator; nothing here needs them in-process.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use directory::Directory;
 use host::stats::RegionStats;
-use parking_lot::Mutex;
 use serde::Deserialize;
 use web::limits::MAX_RECENT_MIGRATIONS;
 use web::{Cluster, ClusterView, HostView, MigrationView, RegionView, ViewError};
@@ -17,10 +18,6 @@ use world::RegionId;
 
 /// How long one look at a host may take before it counts as not answering.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a drain waits for one region's migration to settle before giving up on the drain.
-const DRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a drain checks on the migration it waits for.
-const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// A host as the view reaches it.
 #[derive(Clone, Debug)]
@@ -40,8 +37,8 @@ struct Inner {
     hosts: Vec<HostEndpoint>,
     directory: Arc<dyn Directory>,
     http: reqwest::Client,
-    /// Hosts being drained now (one drain per host at a time).
-    draining: Mutex<HashSet<String>>,
+    /// The orchestrator's base URL, which drains go through (none: drains are refused).
+    orchestrator: Option<String>,
 }
 
 /// `GET /` of a host.
@@ -85,9 +82,14 @@ impl HttpCluster {
             .timeout(LOOK_TIMEOUT)
             .default_headers(crate::migrate_cmd::bearer_headers(token)?)
             .build()?;
-        Ok(HttpCluster {
-            inner: Arc::new(Inner { hosts, directory, http, draining: Mutex::new(HashSet::new()) }),
-        })
+        Ok(HttpCluster { inner: Arc::new(Inner { hosts, directory, http, orchestrator: None }) })
+    }
+
+    /// Drains go to the orchestrator at `url` (e.g. `http://127.0.0.1:7070`).
+    pub fn with_orchestrator(self, url: &str) -> HttpCluster {
+        let mut inner = Arc::into_inner(self.inner).expect("set up before the view is shared");
+        inner.orchestrator = Some(url.trim_end_matches('/').to_string());
+        HttpCluster { inner: Arc::new(inner) }
     }
 }
 
@@ -238,58 +240,6 @@ impl Inner {
             _ => Err(ViewError::Unreachable(format!("{} answered {status}: {why}", from.name))),
         }
     }
-
-    /// Moves every region of `host` to the least loaded other host, one at a time, each
-    /// migration settled before the next starts.
-    async fn drain(&self, host: &str) {
-        loop {
-            let placements = match self.directory.list().await {
-                Ok(p) => p,
-                Err(e) => return tracing::warn!("drain of {host} stopped: the directory: {e}"),
-            };
-            let Some((region, _)) = placements.iter().find(|(_, p)| p.host == host) else {
-                return tracing::info!("{host} is drained");
-            };
-            let looks = self.looks().await;
-            let per_host = |name: &str| placements.iter().filter(|(_, p)| p.host == name).count();
-            let Some(to) = looks
-                .iter()
-                .filter(|(h, look)| h.name != host && look.is_some())
-                .min_by(|(a, la), (b, lb)| {
-                    let load = |l: &Option<Look>| {
-                        l.as_ref().map_or(0.0, |l| l.regions.len() as f64 / l.cores.max(1) as f64)
-                    };
-                    load(la).total_cmp(&load(lb)).then(per_host(&a.name).cmp(&per_host(&b.name)))
-                })
-                .map(|(h, _)| h.name.clone())
-            else {
-                return tracing::warn!("drain of {host} stopped: no other host answers");
-            };
-            let (from, id) = match self.start_migration(*region, &to).await {
-                Ok(started) => started,
-                Err(e) => return tracing::warn!("drain of {host} stopped at region {region}: {e}"),
-            };
-            let deadline = Instant::now() + DRAIN_STEP_TIMEOUT;
-            loop {
-                let s: Result<MigrationStatus, _> = self.get(format!("{}/migrations/{id}", from.api)).await;
-                match s {
-                    Ok(s) if s.done && (!s.committed || s.freeze_ms.is_some()) => {
-                        if !s.committed {
-                            return tracing::warn!(
-                                "drain of {host} stopped: moving {region} aborted: {}",
-                                s.abort_reason.unwrap_or_default()
-                            );
-                        }
-                        break;
-                    }
-                    _ if Instant::now() > deadline => {
-                        return tracing::warn!("drain of {host} stopped: moving {region} did not settle");
-                    }
-                    _ => tokio::time::sleep(DRAIN_POLL).await,
-                }
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -315,28 +265,34 @@ impl ClusterView for HttpCluster {
 
     async fn drain(&self, host: &str) -> Result<String, ViewError> {
         self.inner.endpoint(host)?;
-        let placements = self
+        let Some(base) = &self.inner.orchestrator else {
+            return Err(ViewError::Refused("this cluster has no orchestrator to drain a host".into()));
+        };
+        let url = format!("{base}/hosts/{host}/drain");
+        let resp = self
             .inner
-            .directory
-            .list()
+            .http
+            .post(&url)
+            .send()
             .await
-            .map_err(|e| ViewError::Unreachable(format!("the directory: {e}")))?;
-        let count = placements.iter().filter(|(_, p)| p.host == host).count();
-        if count == 0 {
-            return Err(ViewError::Refused(format!("{host} runs no region: nothing to drain")));
+            .map_err(|e| ViewError::Unreachable(format!("the orchestrator ({url}): {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let why = body["error"].as_str().map_or_else(|| status.to_string(), str::to_string);
+            return Err(if status.is_client_error() {
+                ViewError::Refused(format!("the orchestrator refused: {why}"))
+            } else {
+                ViewError::Unreachable(format!("the orchestrator ({url}): {why}"))
+            });
         }
-        if self.inner.hosts.len() < 2 {
-            return Err(ViewError::Refused("there is no other host to drain to".into()));
-        }
-        if !self.inner.draining.lock().insert(host.to_string()) {
-            return Err(ViewError::Refused(format!("{host} is already being drained")));
-        }
-        let inner = self.inner.clone();
-        let name = host.to_string();
-        tokio::spawn(async move {
-            inner.drain(&name).await;
-            inner.draining.lock().remove(&name);
-        });
-        Ok(format!("draining {host}: its {count} regions move one at a time to the least loaded other host"))
+        let d: orchestrator::brain::DrainStatus = resp
+            .json()
+            .await
+            .map_err(|e| ViewError::Unreachable(format!("the orchestrator ({url}) answered badly: {e}")))?;
+        Ok(format!(
+            "draining {host}: its {} regions move one at a time by live migration (the orchestrator's drain)",
+            d.regions_at_start
+        ))
     }
 }

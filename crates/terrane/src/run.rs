@@ -223,7 +223,8 @@ fn web_pages(nodes: &[Node], directory: Arc<dyn Directory>, token: &str) -> anyh
             api: format!("http://{}", n.api),
         })
         .collect();
-    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?;
+    let view = crate::cluster_view::HttpCluster::new(hosts, directory, Some(token))?
+        .with_orchestrator(&format!("http://{}", nodes[0].api));
     Ok(web::router(Arc::new(view), web::WebConfig { control_token: Some(token.to_string()) }))
 }
 
