@@ -476,7 +476,7 @@ fn worker(shared: &Shared) {
 /// Encodes a migration's full copy of a region off the tick thread: the tick thread only
 /// clones the state at its boundary. Hashing the copy there too warms the live region's hash
 /// cache (it descends from the copy), so the next round's hash on the tick thread is small.
-fn copy_off_tick(shared: &Shared, id: RegionId, copy: Region) {
+fn copy_off_tick(shared: &Shared, id: RegionId, migration: migrate::MigrationId, copy: Region) {
     let epoch = shared.epoch;
     let Some(slot) = shared.regions.read().get(&id).cloned() else { return };
     let started = Instant::now();
@@ -486,7 +486,8 @@ fn copy_off_tick(shared: &Shared, id: RegionId, copy: Region) {
         let _ = copy.state_hash();
         slot.region.lock().adopt_hash_cache(&copy);
         let now = epoch.elapsed().as_micros() as u64;
-        if let Some(m) = slot.migration.lock().as_mut() {
+        // Only to the migration that asked (another may have started since).
+        if let Some(m) = slot.migration.lock().as_mut().filter(|m| m.id() == migration) {
             m.snapshot_ready(now, bytes, generation);
         }
         slot.boundary.notify_one();
@@ -637,7 +638,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         }
         if m.wants_snapshot() {
             m.snapshot_started();
-            copy_off_tick(shared, id, region.clone());
+            copy_off_tick(shared, id, m.id(), region.clone());
         }
     }
     let (entities, avatars) = (region.entity_count(), region.avatar_count());
