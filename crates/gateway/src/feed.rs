@@ -527,6 +527,9 @@ impl Feeds {
             }
             mirror.apply(&output);
         }
+        if let Some(gap) = feed.last_update.map(|t| t.elapsed()).filter(|g| g.as_millis() > 60) {
+            tracing::debug!(target: "freeze", %region, host, gap_ms = gap.as_millis() as u64, tick = output.tick, "update gap at the gateway");
+        }
         feed.last_update = Some(Instant::now());
         feed.lost = false;
         let stopped = std::mem::take(&mut output.script_errors);

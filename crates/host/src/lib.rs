@@ -576,6 +576,10 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     };
     let (n_inputs, first_pos) = (inputs.len(), slot.acks.lock().take(inputs.len()));
     let started = Instant::now();
+    let late_us = (shared.epoch.elapsed().as_micros() as u64).saturating_sub(due);
+    if late_us > 20_000 {
+        tracing::debug!(target: "freeze", region = %id, late_us, "tick started late");
+    }
     let now = shared.epoch.elapsed().as_micros() as u64;
     let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
     let mut migration = slot.migration.lock();
