@@ -79,11 +79,14 @@ fn checkpoints_built_while_changes_arrive_cover_exactly_their_log() {
     for c in clients {
         c.join().expect("client thread");
     }
-    // A few more, one at a time, so the last records come after the newest checkpoint.
-    let some = host.with_region(HOME, |r| r.entities().find(|e| !e.is_avatar()).map(|e| e.id)).unwrap();
-    for k in 0..6 {
+    // A few more, one at a time and each on another object (a record skipped or replayed twice
+    // shows), so the last records come after the newest checkpoint.
+    let some: Vec<EntityId> = host
+        .with_region(HOME, |r| r.entities().filter(|e| !e.is_avatar()).take(8).map(|e| e.id).collect())
+        .unwrap();
+    for (k, id) in some.into_iter().enumerate() {
         let edit = ObjectEdit { text: Some(format!("last {k}")), ..Default::default() };
-        durable(&host, Input::EditObject { id: some.expect("an object"), edit });
+        durable(&host, Input::EditObject { id, edit });
     }
     host.shutdown();
     let live = host.with_region(HOME, rows).unwrap();
