@@ -408,7 +408,12 @@ async fn change(
     match crate::durable::http_change(s.host.clone(), id, input).await {
         Ok(acked) => Json(acked).into_response(),
         Err((status, msg)) => {
-            fail(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), msg)
+            let mut r = fail(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), msg);
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, crate::durable::RETRY_AFTER_SECS.into());
+            }
+            r
         }
     }
 }

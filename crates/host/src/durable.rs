@@ -2,9 +2,12 @@
 //! checkpoints, and recovery of a region from its store when it is loaded.
 //!
 //! The tick thread only hands things over: after a tick it queues that tick's durable record
-//! (and, when one is due, a copy of the region for a checkpoint) to one writer thread, which owns
+//! (and, when one is due, what changed since the last checkpoint) to one writer thread, which owns
 //! the store. The writer commits whatever has queued up in one transaction (group commit), then
 //! acknowledges the inputs it covered. A person's change is acknowledged only after it is durable.
+//! Checkpoints are built (delta applied to a kept copy, snapshot encoded and compressed) on a
+//! third thread at a lower CPU priority, so neither the ticks nor the group commits wait for them;
+//! the writer stamps each with the log position it covers before handing it over, and stores it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,9 @@ pub const DEFAULT_CHECKPOINT_PERIOD: Duration = Duration::from_secs(30);
 pub const MAX_WRITER_QUEUE: usize = 4096;
 /// Most jobs one group commit takes from the queue.
 pub const MAX_GROUP_COMMIT_JOBS: usize = 1024;
+/// Most checkpoints handed to the builder thread and not yet stored; past it a checkpoint is
+/// skipped (the region's next one copies the whole region).
+pub const MAX_CHECKPOINT_BUILDS: usize = 16;
 /// Most durable inputs waiting for their acknowledgement in one region.
 pub const MAX_PENDING_ACKS: usize = crate::MAX_QUEUED_INPUTS;
 
@@ -114,11 +120,25 @@ impl AckQueue {
     pub(crate) fn untake(&mut self, n: usize) {
         self.consumed -= n as u64;
     }
-    /// The region is leaving: nobody will apply what waits.
-    pub(crate) fn fail_all(&mut self) {
-        for (_, w) in self.waiting.drain(..) {
+    /// The region is leaving with `queued` (its input queue, in order) not yet applied: every
+    /// durable input among them is dropped and answered [`AckError::Moved`] ("send it again"),
+    /// so that it is applied nowhere; the rest is returned, to go with the region.
+    pub(crate) fn fail_all(&mut self, queued: Vec<Input>) -> Vec<Input> {
+        let mut durable = std::collections::HashSet::new();
+        for (pos, w) in self.waiting.drain(..) {
+            // Below `consumed`: taken by a tick that has not settled yet (and, the region being
+            // frozen or gone, never will), not in `queued`.
+            if let Some(i) = pos.checked_sub(self.consumed) {
+                durable.insert(i);
+            }
             (w.ack)(Err(AckError::Moved));
         }
+        queued
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !durable.contains(&(*i as u64)))
+            .map(|(_, input)| input)
+            .collect()
     }
 }
 
@@ -152,10 +172,36 @@ enum Job {
     Forget {
         region: RegionId,
     },
+    /// The builder finished the `n`th checkpoint handed to it: store it (if it built one).
+    Built {
+        n: u64,
+        checkpoint: Option<Checkpoint>,
+    },
     /// A region was loaded here: become its writer in the store (if a recovery did not already).
     Claim {
         region: RegionId,
     },
+}
+
+/// Work for the checkpoint builder, in the order the writer stamped it.
+enum Build {
+    /// A whole copy of a region: kept for the next deltas, and encoded.
+    Whole { region: Box<Region>, stamp: Stamp },
+    /// What changed since the builder's copy: applied to it, then the copy is encoded.
+    Delta { delta: Box<Delta>, stamp: Stamp },
+    /// The region left or was fenced: drop its copy.
+    Forget { region: RegionId },
+}
+
+/// What the writer decided for a checkpoint when its turn came in the queue: the log position
+/// it covers (every record of the ticks up to the one it was copied at, none after), the owner
+/// token it is written with, and its number in the builder's order. A region this host does not
+/// own in the store is not written (`write` false), but the builder's copy still follows it.
+struct Stamp {
+    n: u64,
+    covers_seq: u64,
+    owner: u64,
+    write: bool,
 }
 
 /// What the host does with a region whose writes the store refused (another host claimed it).
@@ -173,12 +219,18 @@ pub struct DurableStats {
     pub checkpoint_copy_us_max: AtomicU64,
     /// Checkpoints built from a delta on the writer's copy (the rest copied the whole region).
     pub checkpoint_deltas: AtomicU64,
+    /// Time the builder spent encoding checkpoints (off the tick and writer threads).
+    pub checkpoint_encode_us_total: AtomicU64,
+    /// Checkpoints skipped because the builder was behind (MAX_CHECKPOINT_BUILDS).
+    pub checkpoint_builds_skipped: AtomicU64,
     pub queue_full: AtomicU64,
 }
 
 /// The durability of one host: the writer thread and what the tick threads need to reach it.
 pub struct Durability {
-    tx: SyncSender<Job>,
+    /// The only strong handle on the writer's queue (the builder holds a weak one), so that
+    /// dropping the Durability ends the writer, which ends the builder.
+    tx: Arc<SyncSender<Job>>,
     config: DurableConfig,
     last_checkpoint: parking_lot::Mutex<HashMap<RegionId, Instant>>,
     /// The generation of each region's copy on the writer (what the next checkpoint's delta
@@ -196,6 +248,8 @@ impl Durability {
     /// Starts the writer thread and opens the store on it.
     pub fn start(open: StoreOpener, config: DurableConfig) -> Result<Arc<Durability>, StoreError> {
         let (tx, rx) = sync_channel(MAX_WRITER_QUEUE);
+        let tx = Arc::new(tx);
+        let (builds_tx, builds_rx) = sync_channel(MAX_CHECKPOINT_BUILDS);
         let (ready_tx, ready_rx) = sync_channel(1);
         let stats = Arc::new(DurableStats::default());
         let writer_stats = stats.clone();
@@ -203,6 +257,19 @@ impl Durability {
         let writer_needs_whole = needs_whole.clone();
         let on_fenced: Arc<std::sync::OnceLock<FencedFn>> = Arc::default();
         let writer_on_fenced = on_fenced.clone();
+        let builder = Builder {
+            replicas: HashMap::new(),
+            done: Arc::downgrade(&tx),
+            needs_whole: needs_whole.clone(),
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("checkpoints".into())
+            .spawn(move || {
+                crate::lower_priority();
+                builder.run(builds_rx)
+            })
+            .map_err(|source| StoreError::Io { path: "checkpoint builder thread".into(), source })?;
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || match open() {
@@ -212,7 +279,10 @@ impl Durability {
                         store,
                         last_seq: HashMap::new(),
                         stats: writer_stats,
-                        replicas: HashMap::new(),
+                        builds: builds_tx,
+                        builds_sent: 0,
+                        builds_done: 0,
+                        flushes: Vec::new(),
                         needs_whole: writer_needs_whole,
                         owners: HashMap::new(),
                         fenced: Default::default(),
@@ -243,7 +313,8 @@ impl Durability {
         }))
     }
 
-    /// Waits until everything queued before is durable.
+    /// Waits until everything queued before is durable, checkpoints handed to the builder
+    /// included.
     pub fn flush(&self) {
         let (reply, done) = sync_channel(1);
         if self.tx.send(Job::Flush { reply }).is_ok() {
@@ -333,8 +404,9 @@ impl Durability {
             now.duration_since(*t) >= self.config.checkpoint_period
         };
         if due {
-            // What changed since the writer's copy (or a whole copy the first time), taken now
-            // at the tick boundary; applying, encoding and writing happen on the writer.
+            // What changed since the builder's copy (or a whole copy the first time), taken now
+            // at the tick boundary; applying and encoding happen on the builder, writing on the
+            // writer.
             let copying = Instant::now();
             let base = self.replica_gen.lock().get(&id).copied();
             let whole = self.needs_whole.lock().remove(&id);
@@ -434,9 +506,13 @@ struct Writer {
     /// The last sequence number written per region (read from the store on first use).
     last_seq: HashMap<RegionId, u64>,
     stats: Arc<DurableStats>,
-    /// A copy of each region as of its last checkpoint, kept up to date by deltas, so the tick
-    /// thread hands over only what changed rather than a whole copy every time.
-    replicas: HashMap<RegionId, Region>,
+    /// Checkpoints stamped and handed to the builder; `builds_sent` counts them, `builds_done`
+    /// counts those it answered (in the same order).
+    builds: SyncSender<Build>,
+    builds_sent: u64,
+    builds_done: u64,
+    /// Flushes waiting for the builder to answer up to a number.
+    flushes: Vec<(u64, SyncSender<()>)>,
     needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
     /// This writer's owner token per region it claimed (fencing; see `store::Store::claim`).
     owners: HashMap<RegionId, u64>,
@@ -522,7 +598,7 @@ impl Writer {
         self.owners.remove(&region);
         self.fenced.insert(region);
         self.last_seq.remove(&region);
-        self.replicas.remove(&region);
+        let _ = self.builds.try_send(Build::Forget { region });
         if let Some(f) = self.on_fenced.get() {
             f(region);
         }
@@ -591,11 +667,25 @@ impl Writer {
         match job {
             Job::Append { .. } => unreachable!("appends are batched by run"),
             Job::Flush { reply } => {
-                let _ = reply.send(());
+                if self.builds_done >= self.builds_sent {
+                    let _ = reply.send(());
+                } else {
+                    self.flushes.push((self.builds_sent, reply));
+                }
+            }
+            Job::Built { n, checkpoint } => {
+                self.builds_done = self.builds_done.max(n);
+                if let Some(c) = checkpoint {
+                    self.store_checkpoint(&c);
+                }
+                let done = self.builds_done;
+                for (_, reply) in self.flushes.extract_if(.., |(upto, _)| *upto <= done) {
+                    let _ = reply.send(());
+                }
             }
             Job::Forget { region } => {
                 self.last_seq.remove(&region);
-                self.replicas.remove(&region);
+                let _ = self.builds.try_send(Build::Forget { region });
                 self.owners.remove(&region);
                 self.fenced.remove(&region);
             }
@@ -608,24 +698,8 @@ impl Writer {
             }
             Job::CheckpointDelta { delta } => {
                 let id = delta.region;
-                let applied = match self.replicas.get_mut(&id) {
-                    Some(r) => r.apply_delta(&delta).map_err(|e| e.to_string()),
-                    None => Err("no copy of the region here".into()),
-                };
-                match applied {
-                    Ok(()) => {
-                        if let Some(r) = self.replicas.remove(&id) {
-                            self.stats.checkpoint_deltas.fetch_add(1, Ordering::Relaxed);
-                            self.write_checkpoint(&r);
-                            self.replicas.insert(id, r);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(region = %id, "checkpoint delta not applied ({e}); the next checkpoint copies the whole region");
-                        self.replicas.remove(&id);
-                        self.needs_whole.lock().insert(id);
-                    }
-                }
+                let stamp = self.stamp(id);
+                self.hand_over(id, Build::Delta { delta, stamp });
             }
             Job::Recover { region, reply } => {
                 let result = match self.claim(region) {
@@ -639,8 +713,9 @@ impl Writer {
                 let _ = reply.send(result);
             }
             Job::Checkpoint { region } => {
-                self.write_checkpoint(&region);
-                self.replicas.insert(region.id(), *region);
+                let id = region.id();
+                let stamp = self.stamp(id);
+                self.hand_over(id, Build::Whole { region, stamp });
             }
         }
     }
@@ -655,12 +730,15 @@ impl Writer {
         Ok(token)
     }
 
-    fn write_checkpoint(&mut self, region: &Region) {
-        let started = Instant::now();
-        let id = region.id();
+    /// Decides what a checkpoint of `id` copied at the tick just queued covers: every record
+    /// queued before it is already numbered (jobs are taken in order), none after. Not to be
+    /// written when this host does not own the region in the store or its log position cannot
+    /// be read.
+    fn stamp(&mut self, id: RegionId) -> Stamp {
+        let skip = Stamp { n: self.builds_sent + 1, covers_seq: 0, owner: 0, write: false };
         let Some(&owner) = self.owners.get(&id) else {
             tracing::debug!(region = %id, "checkpoint of a region this host does not own in the store: skipped");
-            return;
+            return skip;
         };
         let covers_seq = match self.last_seq.get(&id) {
             Some(&s) => s,
@@ -671,26 +749,117 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::warn!(region = %id, "checkpoint skipped: {e}");
-                    return;
+                    return skip;
                 }
             },
         };
-        let c = Checkpoint {
-            region: id,
-            covers_seq,
-            tick: region.tick_number(),
-            bytes: region.snapshot(),
-            owner,
-        };
-        match self.store.put_checkpoint(&c) {
+        Stamp { n: self.builds_sent + 1, covers_seq, owner, write: true }
+    }
+
+    /// Gives a stamped checkpoint to the builder, or skips it when the builder is behind (the
+    /// builder's copy then misses what this one carried, so the region's next one is whole).
+    fn hand_over(&mut self, id: RegionId, build: Build) {
+        match self.builds.try_send(build) {
+            Ok(()) => self.builds_sent += 1,
+            Err(_) => {
+                self.stats.checkpoint_builds_skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(region = %id, "checkpoint skipped: the builder is behind (MAX_CHECKPOINT_BUILDS)");
+                self.needs_whole.lock().insert(id);
+            }
+        }
+    }
+
+    /// Writes a checkpoint the builder encoded, unless the region changed hands here since it
+    /// was stamped (left, fenced, or claimed again with a new token): then it is stale.
+    fn store_checkpoint(&mut self, c: &Checkpoint) {
+        let id = c.region;
+        if self.owners.get(&id) != Some(&c.owner) {
+            tracing::debug!(region = %id, covers_seq = c.covers_seq, "stale checkpoint (the region changed owner here since it was stamped): not written");
+            return;
+        }
+        let started = Instant::now();
+        match self.store.put_checkpoint(c) {
             Err(e @ StoreError::Fenced { .. }) => self.fence(id, &e),
             Ok(()) => {
                 let us = started.elapsed().as_micros() as u64;
                 self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 self.stats.checkpoint_us_total.fetch_add(us, Ordering::Relaxed);
-                tracing::debug!(region = %id, covers_seq, bytes = c.bytes.len(), us, "checkpoint written");
+                tracing::debug!(region = %id, covers_seq = c.covers_seq, bytes = c.bytes.len(), us, "checkpoint written");
             }
             Err(e) => tracing::warn!(region = %id, "checkpoint failed: {e}"),
+        }
+    }
+}
+
+/// Builds checkpoints on their own thread at a lower CPU priority: keeps a copy of each region
+/// as of its last checkpoint (brought up to date by the deltas the tick threads cut), encodes
+/// and compresses it, and hands the bytes back to the writer.
+struct Builder {
+    replicas: HashMap<RegionId, Region>,
+    /// The writer's queue; weak so that it ends when the Durability is dropped.
+    done: std::sync::Weak<SyncSender<Job>>,
+    needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
+    stats: Arc<DurableStats>,
+}
+
+impl Builder {
+    fn run(mut self, rx: Receiver<Build>) {
+        while let Ok(build) = rx.recv() {
+            let (n, checkpoint) = match build {
+                Build::Forget { region } => {
+                    self.replicas.remove(&region);
+                    continue;
+                }
+                Build::Whole { region, stamp } => {
+                    let c = stamp.write.then(|| self.encode(&region, &stamp));
+                    self.replicas.insert(region.id(), *region);
+                    (stamp.n, c)
+                }
+                Build::Delta { delta, stamp } => {
+                    let id = delta.region;
+                    let applied = match self.replicas.get_mut(&id) {
+                        Some(r) => r.apply_delta(&delta).map_err(|e| e.to_string()),
+                        None => Err("no copy of the region here".into()),
+                    };
+                    match applied {
+                        Ok(()) => {
+                            self.stats.checkpoint_deltas.fetch_add(1, Ordering::Relaxed);
+                            let c = self
+                                .replicas
+                                .get(&id)
+                                .filter(|_| stamp.write)
+                                .map(|r| self.encode(r, &stamp));
+                            (stamp.n, c)
+                        }
+                        Err(e) => {
+                            tracing::warn!(region = %id, "checkpoint delta not applied ({e}); the next checkpoint copies the whole region");
+                            self.replicas.remove(&id);
+                            self.needs_whole.lock().insert(id);
+                            (stamp.n, None)
+                        }
+                    }
+                }
+            };
+            // The writer answers flushes from these numbers: every build is answered.
+            let Some(tx) = self.done.upgrade() else { return };
+            if tx.send(Job::Built { n, checkpoint }).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn encode(&self, region: &Region, stamp: &Stamp) -> Checkpoint {
+        let started = Instant::now();
+        let bytes = region.snapshot();
+        let us = started.elapsed().as_micros() as u64;
+        self.stats.checkpoint_encode_us_total.fetch_add(us, Ordering::Relaxed);
+        self.stats.checkpoint_us_total.fetch_add(us, Ordering::Relaxed);
+        Checkpoint {
+            region: region.id(),
+            covers_seq: stamp.covers_seq,
+            tick: region.tick_number(),
+            bytes,
+            owner: stamp.owner,
         }
     }
 }
@@ -823,7 +992,15 @@ pub(crate) fn after_tick_without_store(slot: &RegionSlot, out: &TickOutput, firs
 /// Longest a client's request waits for its acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `POST /regions/X,Y/changes`: one durable input; answers once it is durable.
+/// Seconds a client waits before sending again a change answered 503 (`Retry-After`): not
+/// applied, because the region is moving or its input queue is full.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// `POST /regions/X,Y/changes`: one durable input; answers once it is durable. The statuses
+/// (README, control API): 200 acknowledged; 400 not a durable change; 404 the region is not on
+/// this host; 422 refused by the region, nothing changed; 503 not applied (the region is moving,
+/// or busy): send it again after `Retry-After`; 500 and 504 the outcome is unknown (the change
+/// may be applied but not stored, and lost if the host dies).
 pub(crate) async fn http_change(host: Host, id: RegionId, input: Input) -> Result<Acked, (u16, String)> {
     if !world::durable::is_durable(&input) {
         return Err((400, "not a durable change: send create, rez, edit, link, unlink, delete, terrain, script or module inputs".into()));
@@ -843,8 +1020,9 @@ pub(crate) async fn http_change(host: Host, id: RegionId, input: Input) -> Resul
     match tokio::time::timeout(ACK_TIMEOUT, rx).await {
         Ok(Ok(Ok(acked))) => Ok(acked),
         Ok(Ok(Err(AckError::Refused(e)))) => Err((422, e.to_string())),
-        Ok(Ok(Err(e))) => Err((503, e.to_string())),
-        Ok(Err(_)) => Err((503, "the host dropped the change before acknowledging it".into())),
+        Ok(Ok(Err(e @ AckError::Moved))) => Err((503, e.to_string())),
+        Ok(Ok(Err(e @ AckError::Store(_)))) => Err((500, e.to_string())),
+        Ok(Err(_)) => Err((500, "the host dropped the change before acknowledging it".into())),
         Err(_) => Err((504, "no acknowledgement within ACK_TIMEOUT".into())),
     }
 }
@@ -892,4 +1070,27 @@ pub(crate) fn after_commit_send(
             crate::send_transmits(&shared, id, transmits);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_leaving_drops_its_durable_inputs_and_answers_them_send_again() {
+        let answers: Arc<parking_lot::Mutex<Vec<Result<Acked, AckError>>>> = Arc::default();
+        let mut q = AckQueue::default();
+        // Two inputs already taken by ticks; then queued: a move (not durable), a delete
+        // (durable, waiting for its ack), another move.
+        q.take(2);
+        let seen = answers.clone();
+        q.waiting.push_back((3, Waiting { ack: Box::new(move |r| seen.lock().push(r)), tag: None }));
+        let avatar =
+            |n: u64| Input::AddAvatar { id: EntityId((1 << 63) | n), name: "a".into(), owner: n, pos: None };
+        let queued = vec![avatar(1), Input::DeleteObject { id: EntityId(7) }, avatar(2)];
+        let going = q.fail_all(queued);
+        assert_eq!(going, vec![avatar(1), avatar(2)], "only the durable input stays behind");
+        assert_eq!(*answers.lock(), vec![Err(AckError::Moved)]);
+        assert!(q.waiting.is_empty());
+    }
 }

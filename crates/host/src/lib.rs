@@ -286,7 +286,7 @@ impl Host {
         // A worker may be inside this region's tick: taking the locks waits for it to finish.
         let migration = slot.migration.lock();
         let inputs: Vec<Input> = slot.inputs.lock().drain(..).collect();
-        slot.acks.lock().fail_all();
+        let inputs = slot.acks.lock().fail_all(inputs);
         if let Some(d) = self.shared.durable.get() {
             d.checkpoint_soon(id);
         }
@@ -551,7 +551,7 @@ pub(crate) fn background(f: impl FnOnce() + Send + 'static) -> tokio::sync::ones
 }
 
 /// Lowers this thread's CPU priority by [`BACKGROUND_NICE`] (Linux: per thread).
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on this thread's own id; no memory is passed.
     unsafe {

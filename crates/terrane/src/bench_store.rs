@@ -1,8 +1,8 @@
 //! `terrane bench store`: what durability costs. Durable changes per second through a host's
 //! durable path (group commit) with many concurrent clients, the time to checkpoint a region of
-//! 10,000 objects (the copy on the tick thread, the encoding and the write on the store's
-//! writer), recovery from a checkpoint plus a log, and a busy region's tick p99 with frequent
-//! checkpoints against none. SQLite in a temporary directory, or PostgreSQL with `--store`.
+//! 10,000 objects (the copy on the tick thread, the encoding on the checkpoint builder, the
+//! write on the store's writer), recovery from a checkpoint plus a log, and a busy region's tick
+//! p99 with frequent checkpoints against none. SQLite in a temporary directory, or PostgreSQL with `--store`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -65,7 +65,7 @@ struct Report {
     checkpoint_bytes: usize,
     /// The copy of the region taken on the tick thread (`Region::checkpoint_copy`).
     checkpoint_copy_ms: f64,
-    /// Encoding the snapshot (on the writer).
+    /// Encoding the snapshot (on the checkpoint builder thread, at a lower priority).
     checkpoint_encode_ms: f64,
     /// Writing it to the store (on the writer).
     checkpoint_write_ms: f64,
