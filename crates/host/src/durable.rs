@@ -168,6 +168,10 @@ enum Job {
     Flush {
         reply: SyncSender<()>,
     },
+    /// Answered as soon as the writer gets to it: every append queued before is durable.
+    FlushLog {
+        reply: SyncSender<()>,
+    },
     /// Drop the cached log position of a region that left.
     Forget {
         region: RegionId,
@@ -311,6 +315,16 @@ impl Durability {
             on_fenced,
             stats,
         }))
+    }
+
+    /// Waits until every log record queued before is durable, not for checkpoints still being
+    /// built (a migration's freeze waits on this: the target's log continues from these
+    /// records, and a checkpoint is never needed for that).
+    pub fn flush_log(&self) {
+        let (reply, done) = sync_channel(1);
+        if self.tx.send(Job::FlushLog { reply }).is_ok() {
+            let _ = done.recv();
+        }
     }
 
     /// Waits until everything queued before is durable, checkpoints handed to the builder
@@ -666,6 +680,9 @@ impl Writer {
     fn handle(&mut self, job: Job) {
         match job {
             Job::Append { .. } => unreachable!("appends are batched by run"),
+            Job::FlushLog { reply } => {
+                let _ = reply.send(());
+            }
             Job::Flush { reply } => {
                 if self.builds_done >= self.builds_sent {
                     let _ = reply.send(());

@@ -802,7 +802,7 @@ impl Net {
                 // The region is frozen: its last records are queued. They must be in the store
                 // before the target owns the region, so its log continues from them.
                 if let Some(d) = self.host.durability().cloned() {
-                    let _ = tokio::task::spawn_blocking(move || d.flush()).await;
+                    let _ = tokio::task::spawn_blocking(move || d.flush_log()).await;
                 }
                 let swapped = self.swap_epoch(region, from, Placement { host: to.to_string(), epoch }).await;
                 tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "source: compare-and-swap answered");
