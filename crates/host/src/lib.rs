@@ -337,14 +337,7 @@ impl Host {
     /// resends) while the region is frozen for a migration or before its first tick here.
     pub fn crossing_msg(&self, to: RegionId, from: RegionId, msg: crossing::Msg) -> Result<(), HostError> {
         let slot = self.slot(to)?;
-        let migration = slot.migration.lock();
-        if migration.as_ref().is_some_and(|m| !m.should_tick()) {
-            return Ok(());
-        }
-        let mut border = slot.border.lock();
-        if let Some(b) = border.as_mut() {
-            b.on_msg(self.now_us(), from, msg);
-        }
+        border::deliver(&self.shared, &slot, to, from, msg);
         Ok(())
     }
 
@@ -473,14 +466,7 @@ fn worker(shared: &Shared) {
 /// A crossing message between two regions of this host.
 fn deliver_local(shared: &Shared, from: RegionId, t: crossing::Transmit) {
     let Some(slot) = shared.regions.read().get(&t.to).cloned() else { return };
-    let migration = slot.migration.lock();
-    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
-        return;
-    }
-    let mut border = slot.border.lock();
-    if let Some(b) = border.as_mut() {
-        b.on_msg(shared.epoch.elapsed().as_micros() as u64, from, t.msg);
-    }
+    border::deliver(shared, &slot, t.to, from, t.msg);
 }
 
 /// Sends a region's crossing messages: over the network layer, or to regions of this host.
@@ -580,8 +566,8 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         all.extend(inputs);
         all
     };
-    let out = slot.scripts.lock().tick(&shared.scripts, &mut region, sim_now, inputs);
-    let transmits = border.after_tick(host_now, &region, &out);
+    let mut out = slot.scripts.lock().tick(&shared.scripts, &mut region, sim_now, inputs);
+    let transmits = border.after_tick(host_now, &mut region, &mut out);
     // Never hold one region's border while delivering to another's (two tick threads
     // crossing both ways would wait on each other).
     drop(border_guard);
