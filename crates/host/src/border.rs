@@ -29,6 +29,11 @@ use world::{EntityId, Input, Region, RegionId, TickOutput};
 
 /// Most inputs the border adds to one tick; client inputs leave room for them.
 pub const MAX_BORDER_INPUTS_PER_TICK: usize = 64;
+/// A region with an adoption waiting ticks early (see [`hurry`]), but never sooner than this
+/// after its previous tick: so arrivals at most double an active region's tick rate.
+pub const MIN_HURRIED_SPACING_US: u64 = 1_000_000 / (2 * world::limits::ACTIVE_TICK_HZ as u64);
+/// Bringing a tick forward by less than this is not worth an extra wake-up.
+pub const MIN_HURRY_GAIN_US: u64 = 2_000;
 
 /// Delivers a crossing message from region `from` to `transmit.to`, wherever it runs. Called
 /// on tick threads: must not block.
@@ -310,6 +315,11 @@ impl Border {
         }
     }
 
+    /// Whether a unit was released to this region and waits for the next tick to arrive.
+    pub(crate) fn adoption_waiting(&self) -> bool {
+        self.inputs.iter().any(|i| matches!(i, Input::Arrive { .. }))
+    }
+
     /// The counters, with the crossings in flight now (offered, released and unconfirmed,
     /// or accepted and unreleased).
     pub(crate) fn stats(&self) -> CrossingStats {
@@ -355,7 +365,11 @@ pub(crate) fn deliver(
     let mut border = slot.border.lock();
     let Some(b) = border.as_mut() else { return };
     b.on_msg(shared.epoch.elapsed().as_micros() as u64, from, msg);
-    let Some((out, transmits)) = b.amend(&mut region) else { return };
+    let amended = b.amend(&mut region);
+    if b.adoption_waiting() {
+        hurry(shared, slot, to, region.interval_us());
+    }
+    let Some((out, transmits)) = amended else { return };
     drop(border);
     match shared.durable.get() {
         Some(d) => d.log_amendment(&region, &out, crate::durable::after_commit_send(shared, to, transmits)),
@@ -366,5 +380,23 @@ pub(crate) fn deliver(
             drop(migration);
             crate::send_transmits(shared, to, transmits);
         }
+    }
+}
+
+/// Brings the region's next tick forward to now (but no sooner than `MIN_HURRIED_SPACING_US`
+/// after its previous one): an adopted unit is shown at the tick that inserts it, and whoever
+/// crossed has stood still since it left the other region, so waiting out the rest of this
+/// region's interval would only lengthen that pause. `interval_us` is region `id`'s current one.
+fn hurry(shared: &crate::Shared, slot: &crate::RegionSlot, id: RegionId, interval_us: u64) {
+    use std::sync::atomic::Ordering;
+    let mut schedule = shared.schedule.lock();
+    let due = slot.due.load(Ordering::SeqCst);
+    let now = shared.epoch.elapsed().as_micros() as u64;
+    let earliest = (due.saturating_sub(interval_us) + MIN_HURRIED_SPACING_US).max(now);
+    if earliest + MIN_HURRY_GAIN_US < due {
+        slot.due.store(earliest, Ordering::SeqCst);
+        schedule.push(std::cmp::Reverse((earliest, id, slot.incarnation)));
+        drop(schedule);
+        shared.wake.notify_one();
     }
 }

@@ -78,6 +78,9 @@ pub(crate) struct RegionSlot {
     pub(crate) migration: Mutex<Option<migrate::Source>>,
     /// Woken after every tick: a migration sends its next round at tick boundaries.
     pub(crate) boundary: Arc<tokio::sync::Notify>,
+    /// When its live entry in the schedule is due (changed under the schedule's lock); an
+    /// entry due at another time was superseded (see `border::hurry`) and is skipped.
+    pub(crate) due: AtomicU64,
     /// Wall-clock time of the last tick (Unix µs), for freeze measurements.
     pub(crate) last_tick_unix: AtomicU64,
     first_tick: Mutex<Option<FirstTickHook>>,
@@ -238,6 +241,7 @@ impl Host {
         let slot = RegionSlot {
             migration: Mutex::new(None),
             boundary: Arc::new(tokio::sync::Notify::new()),
+            due: AtomicU64::new(now),
             last_tick_unix: AtomicU64::new(0),
             first_tick: Mutex::new(None),
             offset_us: region.now_us() as i64 - now as i64,
@@ -452,12 +456,15 @@ fn worker(shared: &Shared) {
         // Another region may be due right away: let an idle worker take it.
         shared.wake.notify_one();
         let Some(slot) = shared.regions.read().get(&id).cloned() else { continue };
-        if slot.incarnation != incarnation {
-            continue; // unloaded and loaded again: the new load has its own entry
+        if slot.incarnation != incarnation || slot.due.load(Ordering::SeqCst) != due {
+            continue; // unloaded and loaded again, or brought forward: another entry ticks it
         }
         let next = run_tick(shared, id, &slot, due);
         if shared.regions.read().get(&id).is_some_and(|s| s.incarnation == incarnation) {
-            shared.schedule.lock().push(Reverse((next, id, incarnation)));
+            let mut schedule = shared.schedule.lock();
+            slot.due.store(next, Ordering::SeqCst);
+            schedule.push(Reverse((next, id, incarnation)));
+            drop(schedule);
             shared.wake.notify_one();
         }
     }
