@@ -392,11 +392,42 @@ fn hurry(shared: &crate::Shared, slot: &crate::RegionSlot, id: RegionId, interva
     let mut schedule = shared.schedule.lock();
     let due = slot.due.load(Ordering::SeqCst);
     let now = shared.epoch.elapsed().as_micros() as u64;
-    let earliest = (due.saturating_sub(interval_us) + MIN_HURRIED_SPACING_US).max(now);
-    if earliest + MIN_HURRY_GAIN_US < due {
+    if let Some(earliest) = hurried(due, interval_us, now) {
         slot.due.store(earliest, Ordering::SeqCst);
         schedule.push(std::cmp::Reverse((earliest, id, slot.incarnation)));
         drop(schedule);
         shared.wake.notify_one();
+    }
+}
+
+/// When a tick due at `due` (after one at `due - interval_us`) should run instead, at `now`, if
+/// bringing it forward is allowed and worth it.
+fn hurried(due: u64, interval_us: u64, now: u64) -> Option<u64> {
+    let earliest = (due.saturating_sub(interval_us) + MIN_HURRIED_SPACING_US).max(now);
+    (earliest + MIN_HURRY_GAIN_US < due).then_some(earliest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACTIVE: u64 = 1_000_000 / world::limits::ACTIVE_TICK_HZ as u64;
+    const IDLE: u64 = 200_000;
+
+    #[test]
+    fn an_adopting_region_ticks_now_but_never_closer_than_half_an_active_interval() {
+        // An active region that ticked 15 ms ago ticks now rather than in 7 ms.
+        assert_eq!(hurried(1_000_000 + ACTIVE, ACTIVE, 1_015_000), Some(1_015_000));
+        // One that ticked 1 ms ago waits until half an active interval has passed.
+        assert_eq!(hurried(1_000_000 + ACTIVE, ACTIVE, 1_001_000), Some(1_000_000 + MIN_HURRIED_SPACING_US));
+        // An idle region (5 Hz) does not make an arrival wait out its long interval.
+        assert_eq!(hurried(1_000_000 + IDLE, IDLE, 1_050_000), Some(1_050_000));
+    }
+
+    #[test]
+    fn a_tick_about_due_or_already_due_is_left_alone() {
+        assert_eq!(hurried(1_000_000 + ACTIVE, ACTIVE, 1_000_000 + ACTIVE - 1_000), None);
+        assert_eq!(hurried(1_000_000, ACTIVE, 1_000_500), None);
+        assert_eq!(hurried(0, ACTIVE, 0), None);
     }
 }
