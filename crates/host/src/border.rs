@@ -10,6 +10,14 @@
 //! state that was not ticked yet are simply lost with it, and the protocol's retransmissions
 //! cover them.
 //!
+//! Two steps do not wait for a tick, because each waits costs the crossing avatar up to a
+//! whole tick of standing still (see [`deliver`]): the record of the offers a tick made is
+//! written into that same tick before anything of it is observed ([`Border::after_tick`]), and a
+//! message that arrives between ticks is answered at once: its acceptance, or its release with
+//! the departure, is written into the region as an amendment of its own
+//! ([`world::Region::amend`]), logged (with a store) before the answer leaves. Arrivals and
+//! returns still wait for the next tick, which shows them; while one waits, nothing is amended.
+//!
 //! Messages between regions go through a [`CrossingSender`] that the network layer installs
 //! (it knows where each region runs); without one, only regions of this host are reached.
 
@@ -21,6 +29,11 @@ use world::{EntityId, Input, Region, RegionId, TickOutput};
 
 /// Most inputs the border adds to one tick; client inputs leave room for them.
 pub const MAX_BORDER_INPUTS_PER_TICK: usize = 64;
+/// A region with an adoption waiting ticks early (see [`hurry`]), but never sooner than this
+/// after its previous tick: so arrivals at most double an active region's tick rate.
+pub const MIN_HURRIED_SPACING_US: u64 = 1_000_000 / (2 * world::limits::ACTIVE_TICK_HZ as u64);
+/// Bringing a tick forward by less than this is not worth an extra wake-up.
+pub const MIN_HURRY_GAIN_US: u64 = 2_000;
 
 /// Delivers a crossing message from region `from` to `transmit.to`, wherever it runs. Called
 /// on tick threads: must not block.
@@ -66,6 +79,9 @@ pub(crate) struct Border {
     to_offer: Vec<(EntityId, RegionId)>,
     /// What the inputs handed to the current tick were (they come first in its input list).
     given: Vec<&'static str>,
+    /// Entities that departed in amendments between ticks: reported with the next tick's
+    /// removals (an amendment has no output of its own for subscribers).
+    departed: Vec<EntityId>,
     changed: bool,
     pub(crate) stats: CrossingStats,
 }
@@ -99,6 +115,7 @@ impl Border {
             inputs: Vec::new(),
             to_offer,
             given: Vec::new(),
+            departed: Vec::new(),
             changed: false,
             stats: CrossingStats::default(),
         }
@@ -134,8 +151,7 @@ impl Border {
         let take = self.inputs.len().min(MAX_BORDER_INPUTS_PER_TICK - 1);
         let mut inputs: Vec<Input> = self.inputs.drain(..take).collect();
         if std::mem::take(&mut self.changed) {
-            let state = postcard::to_stdvec(&self.machines).expect("serializing to memory cannot fail");
-            inputs.push(Input::Border { state });
+            inputs.push(Input::Border { state: self.record() });
         }
         self.releasing.append(&mut self.held);
         self.given = inputs.iter().map(input_name).collect();
@@ -143,8 +159,15 @@ impl Border {
     }
 
     /// After a tick: offers the units that reached an edge, notes inputs the region refused,
-    /// and hands back the messages to send now.
-    pub(crate) fn after_tick(&mut self, now_us: u64, region: &Region, out: &TickOutput) -> Vec<Transmit> {
+    /// reports the departures amended since the last tick, and hands back the messages to send
+    /// now. When nothing decided waits for a tick, the machines' new record is written into
+    /// this tick (`out` is its output, not yet observed), so the offers leave right away.
+    pub(crate) fn after_tick(
+        &mut self,
+        now_us: u64,
+        region: &mut Region,
+        out: &mut TickOutput,
+    ) -> Vec<Transmit> {
         let given = std::mem::take(&mut self.given);
         for r in &out.rejected {
             let Some(&what) = given.get(r.index) else { continue };
@@ -159,12 +182,79 @@ impl Border {
                 self.held = waiting;
             }
         }
+        if !self.departed.is_empty() {
+            // A unit that came back since (arrived in this tick) is reported by its rows.
+            let mut departed = std::mem::take(&mut self.departed);
+            departed.retain(|&id| region.entity(id).is_none());
+            departed.append(&mut out.removed);
+            out.removed = departed;
+        }
         let mut offers = std::mem::take(&mut self.to_offer);
         offers.extend(out.leaving.iter().copied());
         for (root, to) in offers {
             self.offer(now_us, region, root, to);
         }
+        if self.changed && self.inputs.is_empty() {
+            match region.amend_tick_border(self.record(), out) {
+                Ok(()) => {
+                    self.changed = false;
+                    self.releasing.append(&mut self.held);
+                }
+                Err(e) => {
+                    self.stats.refused += 1;
+                    tracing::error!(region = %self.region, error = %e, "region refused the crossing record after a tick");
+                }
+            }
+        }
         std::mem::take(&mut self.releasing)
+    }
+
+    /// Between ticks, after a message: when every decision the machines made since their last
+    /// record can be written now (the record itself, and departures), writes them into the
+    /// region as one amendment and returns it (its durable record) with the messages it frees.
+    /// `None` when nothing changed or a decision needs a tick (an arrival, a return): then all
+    /// of it waits for the next tick, so a record never runs ahead of the inputs it implies.
+    pub(crate) fn amend(&mut self, region: &mut Region) -> Option<(TickOutput, Vec<Transmit>)> {
+        if !self.changed || self.inputs.len() >= MAX_BORDER_INPUTS_PER_TICK {
+            return None;
+        }
+        if !self.inputs.iter().all(|i| matches!(i, Input::Depart { .. })) {
+            return None;
+        }
+        let record = self.record();
+        if self.inputs.is_empty() && record == region.border_state() {
+            // A duplicate, or a retransmission answered: its cause is in the state already.
+            self.changed = false;
+            let out = TickOutput {
+                tick: region.tick_number(),
+                generation: region.generation(),
+                ..Default::default()
+            };
+            return Some((out, std::mem::take(&mut self.held)));
+        }
+        let mut inputs = std::mem::take(&mut self.inputs);
+        inputs.push(Input::Border { state: record });
+        let names: Vec<&'static str> = inputs.iter().map(input_name).collect();
+        let out = region.amend(inputs);
+        self.changed = false;
+        let mut record_refused = false;
+        for r in &out.rejected {
+            let what = names.get(r.index).copied().unwrap_or("other");
+            self.stats.refused += 1;
+            tracing::error!(region = %self.region, error = %r.error, input = what, "region refused a crossing step between ticks");
+            record_refused |= what == BORDER_RECORD;
+        }
+        self.departed.extend(out.removed.iter().copied());
+        if record_refused {
+            // Not in the state: what it covers waits, and it is written again at the next tick.
+            self.changed = true;
+            return Some((out, Vec::new()));
+        }
+        Some((out, std::mem::take(&mut self.held)))
+    }
+
+    fn record(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.machines).expect("serializing to memory cannot fail")
     }
 
     fn offer(&mut self, now_us: u64, region: &Region, root: EntityId, to: RegionId) {
@@ -236,6 +326,11 @@ impl Border {
         }
     }
 
+    /// Whether a unit was released to this region and waits for the next tick to arrive.
+    pub(crate) fn adoption_waiting(&self) -> bool {
+        self.inputs.iter().any(|i| matches!(i, Input::Arrive { .. }))
+    }
+
     /// The counters, with the crossings in flight now (offered, released and unconfirmed,
     /// or accepted and unreleased).
     pub(crate) fn stats(&self) -> CrossingStats {
@@ -255,5 +350,95 @@ fn input_name(input: &Input) -> &'static str {
         Input::Arrive { .. } => "arrive",
         Input::Border { .. } => BORDER_RECORD,
         _ => "other",
+    }
+}
+
+/// A crossing message for region `to` of this host, from its neighbour `from`, on any thread
+/// but `to`'s tick thread (which holds the region meanwhile). Handled at once, and what it
+/// decided is written into the region between ticks when it can be ([`Border::amend`]), so the
+/// answer leaves now instead of after the next tick. Dropped (the protocol resends) while the
+/// region is frozen for a migration or before its first tick here.
+///
+/// The migration lock is held throughout, as by a tick: a freeze is cut only at a tick
+/// boundary, so an amendment is either in the migration's final state or did not happen.
+pub(crate) fn deliver(
+    shared: &crate::Shared,
+    slot: &crate::RegionSlot,
+    to: RegionId,
+    from: RegionId,
+    msg: Msg,
+) {
+    let migration = slot.migration.lock();
+    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
+        return;
+    }
+    let mut region = slot.region.lock();
+    let mut border = slot.border.lock();
+    let Some(b) = border.as_mut() else { return };
+    b.on_msg(shared.epoch.elapsed().as_micros() as u64, from, msg);
+    let amended = b.amend(&mut region);
+    if b.adoption_waiting() {
+        hurry(shared, slot, to, region.interval_us());
+    }
+    let Some((out, transmits)) = amended else { return };
+    drop(border);
+    match shared.durable.get() {
+        Some(d) => d.log_amendment(&region, &out, crate::durable::after_commit_send(shared, to, transmits)),
+        None => {
+            // Never hold one region while delivering to another (two regions answering each
+            // other at once would wait on each other).
+            drop(region);
+            drop(migration);
+            crate::send_transmits(shared, to, transmits);
+        }
+    }
+}
+
+/// Brings the region's next tick forward to now (but no sooner than `MIN_HURRIED_SPACING_US`
+/// after its previous one): an adopted unit is shown at the tick that inserts it, and whoever
+/// crossed has stood still since it left the other region, so waiting out the rest of this
+/// region's interval would only lengthen that pause. `interval_us` is region `id`'s current one.
+fn hurry(shared: &crate::Shared, slot: &crate::RegionSlot, id: RegionId, interval_us: u64) {
+    use std::sync::atomic::Ordering;
+    let mut schedule = shared.schedule.lock();
+    let due = slot.due.load(Ordering::SeqCst);
+    let now = shared.epoch.elapsed().as_micros() as u64;
+    if let Some(earliest) = hurried(due, interval_us, now) {
+        slot.due.store(earliest, Ordering::SeqCst);
+        schedule.push(std::cmp::Reverse((earliest, id, slot.incarnation)));
+        drop(schedule);
+        shared.wake.notify_one();
+    }
+}
+
+/// When a tick due at `due` (after one at `due - interval_us`) should run instead, at `now`, if
+/// bringing it forward is allowed and worth it.
+fn hurried(due: u64, interval_us: u64, now: u64) -> Option<u64> {
+    let earliest = (due.saturating_sub(interval_us) + MIN_HURRIED_SPACING_US).max(now);
+    (earliest + MIN_HURRY_GAIN_US < due).then_some(earliest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACTIVE: u64 = 1_000_000 / world::limits::ACTIVE_TICK_HZ as u64;
+    const IDLE: u64 = 200_000;
+
+    #[test]
+    fn an_adopting_region_ticks_now_but_never_closer_than_half_an_active_interval() {
+        // An active region that ticked 15 ms ago ticks now rather than in 7 ms.
+        assert_eq!(hurried(1_000_000 + ACTIVE, ACTIVE, 1_015_000), Some(1_015_000));
+        // One that ticked 1 ms ago waits until half an active interval has passed.
+        assert_eq!(hurried(1_000_000 + ACTIVE, ACTIVE, 1_001_000), Some(1_000_000 + MIN_HURRIED_SPACING_US));
+        // An idle region (5 Hz) does not make an arrival wait out its long interval.
+        assert_eq!(hurried(1_000_000 + IDLE, IDLE, 1_050_000), Some(1_050_000));
+    }
+
+    #[test]
+    fn a_tick_about_due_or_already_due_is_left_alone() {
+        assert_eq!(hurried(1_000_000 + ACTIVE, ACTIVE, 1_000_000 + ACTIVE - 1_000), None);
+        assert_eq!(hurried(1_000_000, ACTIVE, 1_000_500), None);
+        assert_eq!(hurried(0, ACTIVE, 0), None);
     }
 }

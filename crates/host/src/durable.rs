@@ -440,6 +440,25 @@ impl Durability {
         }
     }
 
+    /// Queues the record of an amendment made between ticks (see `Region::amend`), under the
+    /// region's lock, so the log keeps the region's order of generations. `then` (the crossing
+    /// messages it freed) runs once it is committed, or never.
+    pub(crate) fn log_amendment(&self, region: &Region, out: &TickOutput, then: Option<AfterCommit>) {
+        let id = region.id();
+        let entry = out.durable.as_ref().map(|change| {
+            let e = LogEntry { rows_hash: region.durable_rows_hash(change), change: change.clone() };
+            postcard::to_stdvec(&e).expect("serializing to memory cannot fail")
+        });
+        if entry.is_none() && then.is_none() {
+            return;
+        }
+        let job = Job::Append { region: id, tick: out.tick, entry, acks: Vec::new(), then };
+        if self.tx.try_send(job).is_err() {
+            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(region = %id, tick = out.tick, "crossing messages held back: the store writer is behind");
+        }
+    }
+
     /// Regions this host loaded from what the store held (rather than new).
     pub fn recovered_regions(&self) -> Vec<RegionId> {
         self.recovered.lock().clone()

@@ -78,6 +78,9 @@ pub(crate) struct RegionSlot {
     pub(crate) migration: Mutex<Option<migrate::Source>>,
     /// Woken after every tick: a migration sends its next round at tick boundaries.
     pub(crate) boundary: Arc<tokio::sync::Notify>,
+    /// When its live entry in the schedule is due (changed under the schedule's lock); an
+    /// entry due at another time was superseded (see `border::hurry`) and is skipped.
+    pub(crate) due: AtomicU64,
     /// Wall-clock time of the last tick (Unix µs), for freeze measurements.
     pub(crate) last_tick_unix: AtomicU64,
     first_tick: Mutex<Option<FirstTickHook>>,
@@ -238,6 +241,7 @@ impl Host {
         let slot = RegionSlot {
             migration: Mutex::new(None),
             boundary: Arc::new(tokio::sync::Notify::new()),
+            due: AtomicU64::new(now),
             last_tick_unix: AtomicU64::new(0),
             first_tick: Mutex::new(None),
             offset_us: region.now_us() as i64 - now as i64,
@@ -340,14 +344,7 @@ impl Host {
     /// resends) while the region is frozen for a migration or before its first tick here.
     pub fn crossing_msg(&self, to: RegionId, from: RegionId, msg: crossing::Msg) -> Result<(), HostError> {
         let slot = self.slot(to)?;
-        let migration = slot.migration.lock();
-        if migration.as_ref().is_some_and(|m| !m.should_tick()) {
-            return Ok(());
-        }
-        let mut border = slot.border.lock();
-        if let Some(b) = border.as_mut() {
-            b.on_msg(self.now_us(), from, msg);
-        }
+        border::deliver(&self.shared, &slot, to, from, msg);
         Ok(())
     }
 
@@ -462,12 +459,15 @@ fn worker(shared: &Shared) {
         // Another region may be due right away: let an idle worker take it.
         shared.wake.notify_one();
         let Some(slot) = shared.regions.read().get(&id).cloned() else { continue };
-        if slot.incarnation != incarnation {
-            continue; // unloaded and loaded again: the new load has its own entry
+        if slot.incarnation != incarnation || slot.due.load(Ordering::SeqCst) != due {
+            continue; // unloaded and loaded again, or brought forward: another entry ticks it
         }
         let next = run_tick(shared, id, &slot, due);
         if shared.regions.read().get(&id).is_some_and(|s| s.incarnation == incarnation) {
-            shared.schedule.lock().push(Reverse((next, id, incarnation)));
+            let mut schedule = shared.schedule.lock();
+            slot.due.store(next, Ordering::SeqCst);
+            schedule.push(Reverse((next, id, incarnation)));
+            drop(schedule);
             shared.wake.notify_one();
         }
     }
@@ -498,14 +498,7 @@ fn copy_off_tick(shared: &Shared, id: RegionId, migration: migrate::MigrationId,
 /// A crossing message between two regions of this host.
 fn deliver_local(shared: &Shared, from: RegionId, t: crossing::Transmit) {
     let Some(slot) = shared.regions.read().get(&t.to).cloned() else { return };
-    let migration = slot.migration.lock();
-    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
-        return;
-    }
-    let mut border = slot.border.lock();
-    if let Some(b) = border.as_mut() {
-        b.on_msg(shared.epoch.elapsed().as_micros() as u64, from, t.msg);
-    }
+    border::deliver(shared, &slot, t.to, from, t.msg);
 }
 
 /// Sends a region's crossing messages: over the network layer, or to regions of this host.
@@ -609,8 +602,8 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         all.extend(inputs);
         all
     };
-    let out = slot.scripts.lock().tick(&shared.scripts, &mut region, sim_now, inputs);
-    let transmits = border.after_tick(host_now, &region, &out);
+    let mut out = slot.scripts.lock().tick(&shared.scripts, &mut region, sim_now, inputs);
+    let transmits = border.after_tick(host_now, &mut region, &mut out);
     // Never hold one region's border while delivering to another's (two tick threads
     // crossing both ways would wait on each other).
     drop(border_guard);

@@ -281,6 +281,66 @@ impl Region {
         out
     }
 
+    /// Between two ticks, applies the crossing steps that must not wait for the next one (see
+    /// [`crate::border`]): the crossing protocol's record and departures of held units, and
+    /// nothing else (any other input is refused). It is a step of its own: a fresh generation,
+    /// the same tick number, nothing moves and no script runs. The output holds the removals
+    /// (the caller reports them with the next tick's), refusals and the durable record.
+    pub fn amend(&mut self, inputs: impl IntoIterator<Item = Input>) -> TickOutput {
+        self.generation += 1;
+        let mut stamp = Stamp { gen: self.generation, dirty: Vec::new() };
+        let mut out = TickOutput { tick: self.tick, generation: self.generation, ..TickOutput::default() };
+        let mut touches = Vec::new();
+        let mut durable = crate::durable::Touched::default();
+        for (index, input) in inputs.into_iter().enumerate() {
+            let intent = crate::durable::Intent::of(&input);
+            let result = match input {
+                _ if index >= MAX_INPUTS_PER_TICK => Err(InputError::TooManyInputs),
+                Input::Border { .. } | Input::Depart { .. } => {
+                    self.apply_input(input, &mut stamp, &mut out, &mut touches)
+                }
+                _ => Err(invalid("only crossing records and departures amend a region between ticks")),
+            };
+            match result {
+                Ok(()) => durable.applied(intent, &out),
+                Err(error) => out.rejected.push(Rejected { index, error }),
+            }
+        }
+        self.drop_orphan_scripts(&out.removed);
+        debug_assert!(stamp.dirty.is_empty(), "an amendment moves nothing");
+        out.interval_us = self.interval_us();
+        out.durable = durable.record(self);
+        out
+    }
+
+    /// Writes the crossing protocol's record into the tick that just ran, as if it had been
+    /// one of its inputs: for a caller that decides on the tick's output (offers of units that
+    /// reached an edge) before anything of the tick was observed. `out` must be that tick's
+    /// output; its durable record then includes the crossing record.
+    pub fn amend_tick_border(&mut self, state: Vec<u8>, out: &mut TickOutput) -> Result<(), InputError> {
+        if out.generation != self.generation || out.tick != self.tick {
+            return Err(invalid("the crossing record amends only the tick that just ran"));
+        }
+        if state.len() > MAX_BORDER_STATE_BYTES {
+            return Err(invalid("border record larger than MAX_BORDER_STATE_BYTES"));
+        }
+        if state == self.border {
+            return Ok(());
+        }
+        self.border = state;
+        self.border_gen = self.generation;
+        let record = (self.generation, crate::scripts::ByteVec(self.border.clone()));
+        match out.durable.as_mut() {
+            Some(d) => d.border = Some(record),
+            None => {
+                let mut touched = crate::durable::Touched::default();
+                touched.applied(crate::durable::Intent::Other, out);
+                out.durable = touched.record(self);
+            }
+        }
+        Ok(())
+    }
+
     fn apply_input(
         &mut self,
         input: Input,

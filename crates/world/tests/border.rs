@@ -172,3 +172,72 @@ fn the_border_record_travels_in_snapshots_and_deltas() {
     r.tick(r.now_us() + TICK, [Input::Border { state: vec![1, 2, 4] }]);
     assert_ne!(r.state_hash(), before);
 }
+
+#[test]
+fn a_departure_amended_between_ticks_travels_in_deltas_snapshots_and_the_log() {
+    let mut a = region(A, Neighbours::ALL);
+    let root = glider(&mut a);
+    run(&mut a, 60);
+    assert_eq!(a.held(), vec![(root, B)]);
+    let (tick, g) = (a.tick_number(), a.generation());
+    // A warm hash cache must follow the amendment too.
+    let _ = a.state_hash();
+    let before = a.clone();
+
+    let out = a.amend([Input::Depart { root }, Input::Border { state: vec![9] }]);
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.removed, vec![root]);
+    assert_eq!((a.tick_number(), a.generation()), (tick, g + 1), "a step of its own, not a tick");
+    assert_eq!(a.entity_count(), 0);
+    assert_eq!(a.border_state(), &[9]);
+
+    // A replica (a migration's rounds) gets it from a delta, a restart from a snapshot.
+    let mut replica = before.clone();
+    replica.apply_encoded_delta(&a.delta_since(g).unwrap().encode()).unwrap();
+    assert_eq!(replica.state_hash(), a.state_hash());
+    let restored = Region::from_snapshot(&a.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), a.state_hash());
+    // A recovery from the store replays its record on what came before.
+    let record = out.durable.expect("a departure and a record are durable");
+    let mut recovered = before;
+    recovered.replay_durable(&record).unwrap();
+    assert!(recovered.entity(root).is_none());
+    assert_eq!(recovered.border_state(), &[9]);
+    assert_eq!(recovered.durable_rows_hash(&record), a.durable_rows_hash(&record));
+
+    // The next tick goes on from the amendment's generation.
+    let out = a.tick(a.now_us() + TICK, []);
+    assert_eq!((out.tick, out.generation), (tick + 1, g + 2));
+}
+
+#[test]
+fn only_crossing_steps_amend_a_region_between_ticks() {
+    let mut a = region(A, Neighbours::ALL);
+    run(&mut a, 2);
+    let spec = ObjectSpec { pos: Vec3::new(10.0, 10.0, 10.0), ..Default::default() };
+    let out = a.amend([
+        Input::CreateObject { tag: 1, spec },
+        Input::Depart { root: EntityId(77) },
+        Input::Border { state: vec![5] },
+    ]);
+    let refused: Vec<usize> = out.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(refused, vec![0, 1], "a creation is not a crossing step; 77 is not held");
+    assert_eq!(a.entity_count(), 0);
+    assert_eq!(a.border_state(), &[5]);
+}
+
+#[test]
+fn the_crossing_record_amends_only_the_tick_that_just_ran() {
+    let mut a = region(A, Neighbours::ALL);
+    run(&mut a, 2);
+    let mut out = a.tick(a.now_us() + TICK, []);
+    assert!(out.durable.is_none());
+    a.amend_tick_border(vec![4, 2], &mut out).unwrap();
+    assert_eq!(a.border_state(), &[4, 2]);
+    let record = out.durable.as_ref().expect("the tick's record now holds the crossing record");
+    assert_eq!(record.border.as_ref().map(|b| (b.0, b.1 .0.clone())), Some((a.generation(), vec![4, 2])));
+    let mut stale = out.clone();
+    a.tick(a.now_us() + TICK, []);
+    assert!(a.amend_tick_border(vec![1], &mut stale).is_err(), "a later tick ran meanwhile");
+    assert_eq!(a.border_state(), &[4, 2]);
+}
