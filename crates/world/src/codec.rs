@@ -374,11 +374,23 @@ impl Region {
             scripts: s.scripts,
             script_tombstones: s.script_tombstones.into_iter().collect(),
             hash_cache: Default::default(),
+            recent: crate::dirty::Recent::at(s.generation),
             neighbours: Default::default(),
             border: s.border,
             border_gen: s.border_gen,
             arrivals: Vec::new(),
         })
+    }
+
+    /// The entities stamped after `base`, in id order: from the index of recent changes when
+    /// it reaches back that far, else by a scan of every entity.
+    fn changed_since(&self, base: u64) -> Vec<Entity> {
+        let scan = || self.entities.values().filter(|e| e.gen > base).cloned().collect::<Vec<_>>();
+        let Some(ids) = self.recent.since(base) else { return scan() };
+        let rows: Vec<Entity> =
+            ids.iter().filter_map(|id| self.entities.get(id)).filter(|e| e.gen > base).cloned().collect();
+        debug_assert_eq!(rows, scan(), "the index of recent changes missed a change");
+        rows
     }
 
     /// Everything that changed after generation `base`.
@@ -397,7 +409,7 @@ impl Region {
             now_us: self.now_us,
             next_serial: self.next_serial,
             water_level: self.terrain.water_level,
-            entities: self.entities.values().filter(|e| e.gen > base).cloned().collect(),
+            entities: self.changed_since(base),
             removed: self.tombstones.iter().filter(|(_, &g)| g > base).map(|(&id, &g)| (id, g)).collect(),
             terrain: self.terrain.patches_since(base),
             scripts: self
@@ -474,6 +486,7 @@ impl Region {
             self.border_gen = *gen;
             self.border = state.0.clone();
         }
+        self.recent.record(d.base, d.generation, d.entities.iter().map(|e| e.id));
         self.generation = d.generation;
         self.tick = d.tick;
         self.now_us = d.now_us;

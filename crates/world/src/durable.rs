@@ -173,6 +173,7 @@ impl Region {
             scripts: self.scripts.clone(),
             script_tombstones: self.script_tombstones.clone(),
             hash_cache: Default::default(),
+            recent: crate::dirty::Recent::at(self.generation),
             neighbours: self.neighbours,
             border: self.border.clone(),
             border_gen: self.border_gen,

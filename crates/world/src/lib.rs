@@ -7,6 +7,7 @@
 
 pub mod border;
 pub mod codec;
+mod dirty;
 pub mod durable;
 pub mod entity;
 mod hash;

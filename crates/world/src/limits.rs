@@ -45,6 +45,10 @@ pub const MAX_LINKSET_CHILDREN: usize = 255;
 /// Deleted entities are remembered (as tombstones) so that deltas can carry the deletion.
 /// Beyond this many the oldest are pruned, and deltas from before them need a snapshot.
 pub const MAX_TOMBSTONES: usize = 65_536;
+/// Generations whose changed entities a region remembers for `delta_since` (older bases scan).
+pub const MAX_RECENT_STEPS: usize = 4_096;
+/// Most entity ids remembered in those generations (a step over it forgets the oldest ones).
+pub const MAX_RECENT_CHANGED_IDS: usize = 262_144;
 
 /// Largest encoded snapshot or delta accepted from outside, compressed or not.
 pub const MAX_ENCODED_BYTES: usize = 256 * 1024 * 1024;

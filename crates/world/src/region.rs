@@ -74,6 +74,8 @@ pub struct Region {
     pub(crate) script_tombstones: BTreeMap<ScriptId, u64>,
     /// Derived: hashes of rows by generation stamp, so `state_hash` is cheap.
     pub(crate) hash_cache: crate::hash::HashCache,
+    /// The entities changed in the last generations (derived; see [`crate::dirty`]).
+    pub(crate) recent: crate::dirty::Recent,
     /// Configuration (not state): which neighbours exist, so entities cross towards them.
     pub(crate) neighbours: crate::border::Neighbours,
     /// The crossing protocol's durable record (opaque here) and the generation it was set at.
@@ -124,6 +126,7 @@ impl Region {
             scripts: ScriptTable::default(),
             script_tombstones: BTreeMap::new(),
             hash_cache: Default::default(),
+            recent: crate::dirty::Recent::at(0),
             neighbours: Default::default(),
             border: Vec::new(),
             border_gen: 0,
@@ -264,6 +267,7 @@ impl Region {
         // An entity removed and re-added in one tick is listed twice; report it once, in id order.
         stamp.dirty.sort_unstable();
         stamp.dirty.dedup();
+        self.recent.record(self.generation - 1, self.generation, stamp.dirty.iter().copied());
         out.changes.reserve(stamp.dirty.len());
         for id in stamp.dirty {
             // Touched and then deleted in the same tick: only the removal is reported.
@@ -308,6 +312,7 @@ impl Region {
         }
         self.drop_orphan_scripts(&out.removed);
         debug_assert!(stamp.dirty.is_empty(), "an amendment moves nothing");
+        self.recent.record(self.generation - 1, self.generation, stamp.dirty.iter().copied());
         out.interval_us = self.interval_us();
         out.durable = durable.record(self);
         out
