@@ -81,6 +81,9 @@ struct Incoming {
     /// Live script instances kept in step with the replica, round by round. Behind their own
     /// lock: preparing them takes long, and must not hold up the rounds (or the final one).
     prepared: Arc<Mutex<Prepared>>,
+    /// A round's scripts are being prepared: its acknowledgement waits (the periodic sweep
+    /// must not send it early, or the source freezes while this host is still busy).
+    holding_ack: bool,
 }
 
 /// A region's latest update frames, newest last.
@@ -335,6 +338,9 @@ impl Net {
                         // target keeps up, and the commit finds the instances ready.
                         let net = self.clone();
                         let _ = crate::background(move || net.prepare_scripts(id)).await;
+                        if let Some(inc) = self.incoming.lock().get_mut(&id) {
+                            inc.holding_ack = false;
+                        }
                         self.drive_incoming(id);
                     }
                 }
@@ -446,6 +452,7 @@ impl Net {
                         region,
                         finished_at: None,
                         prepared: Arc::default(),
+                        holding_ack: false,
                     },
                 );
             }
@@ -462,6 +469,9 @@ impl Net {
         }
         drop(incoming);
         if prepare_first {
+            if let Some(inc) = self.incoming.lock().get_mut(&id) {
+                inc.holding_ack = true;
+            }
             return Some(id);
         }
         self.drive_incoming(id);
@@ -533,7 +543,7 @@ impl Net {
             let now = self.host.now_us();
             let mut incoming = self.incoming.lock();
             let Some(inc) = incoming.get_mut(&id) else { return };
-            while let Some(msg) = inc.target.poll_transmit() {
+            while let Some(msg) = (!inc.holding_ack).then(|| inc.target.poll_transmit()).flatten() {
                 inc.reply.send(&LinkMsg::Migration { region: inc.region, msg });
             }
             let Some(event) = inc.target.poll_event() else { return };
@@ -707,6 +717,9 @@ impl Net {
             };
             let sent = !msgs.is_empty();
             for msg in msgs {
+                if matches!(msg, Msg::Chunk { freeze: Some(_), .. }) {
+                    tracing::debug!(target: "freeze", at = crate::unix_us(), "source: final round handed to the link");
+                }
                 peer.send(&LinkMsg::Migration { region, msg });
             }
             if sent && !events.is_empty() {

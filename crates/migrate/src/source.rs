@@ -348,7 +348,7 @@ impl Source {
             let _ = region.state_hash();
             return;
         };
-        if region.generation() == acked && self.estimate_us(0) > self.policy.freeze_budget_us {
+        if region.generation() == acked && self.freeze_estimate_us(0) > self.policy.freeze_budget_us {
             return; // nothing new since the last round: wait for the next tick
         }
         // Tombstones pruned since the last round: only a snapshot can catch the target up.
@@ -360,7 +360,7 @@ impl Source {
             }
             Err(_) => (Payload::Snapshot, region.snapshot_with(world::Compression::Lz4)),
         };
-        let estimate = self.estimate_us(bytes.len() as u64);
+        let estimate = self.freeze_estimate_us(bytes.len() as u64);
         let sent_rounds = self.bytes_per_round.len() as u32;
         let budget_bytes = (self.first_round_bytes as f64 * self.policy.max_bytes_factor) as u64;
         if estimate <= self.policy.freeze_budget_us {
@@ -475,6 +475,13 @@ impl Source {
             let sample = f.bytes as f64 / (elapsed as f64 / 1e6);
             self.bandwidth = 0.5 * self.bandwidth + 0.5 * sample;
         }
+    }
+
+    /// How long a freeze with a final round of `bytes` is expected to take: that round (sent,
+    /// applied and acknowledged), then one more round trip for the compare-and-swap and the
+    /// Commit before the target ticks.
+    fn freeze_estimate_us(&self, bytes: u64) -> u64 {
+        self.estimate_us(bytes) + self.latency_us.unwrap_or(0)
     }
 
     fn estimate_us(&self, bytes: u64) -> u64 {
