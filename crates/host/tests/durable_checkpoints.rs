@@ -1,31 +1,19 @@
 //! Checkpoints after the first are built from deltas on the store's writer (the tick thread
 //! hands over only what changed): what they recover must be the region as it was.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use host::durable::{Durability, DurableConfig};
 use host::{Host, HostConfig};
 use store::{SqliteStore, Store};
-use world::{EntityId, Input, ObjectEdit, ObjectSpec, Region, RegionId, Vec3};
+use world::{Input, ObjectEdit, ObjectSpec, Region, RegionId, Vec3};
+
+mod support;
 
 const HOME: RegionId = RegionId::new(3, 3);
 
 fn durable(host: &Host, input: Input) -> host::durable::Acked {
-    let (tx, rx) = mpsc::sync_channel(1);
-    host.send_durable(
-        HOME,
-        input,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    )
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(20)).expect("acknowledged in time").expect("acknowledged")
-}
-
-fn rows(r: &Region) -> Vec<(EntityId, String, String)> {
-    r.entities().filter(|e| !e.is_avatar()).map(|e| (e.id, e.name.clone(), e.text.clone())).collect()
+    support::durable(host, HOME, input, Duration::from_secs(20))
 }
 
 #[test]
@@ -58,7 +46,7 @@ fn checkpoints_built_from_deltas_recover_the_region_as_it_was() {
     }
     std::thread::sleep(Duration::from_millis(200));
     host.shutdown();
-    let live = host.with_region(HOME, rows).unwrap();
+    let live = host.with_region(HOME, support::rows).unwrap();
     d.flush();
     let written = d.stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed);
     let deltas = d.stats.checkpoint_deltas.load(std::sync::atomic::Ordering::Relaxed);
@@ -70,7 +58,7 @@ fn checkpoints_built_from_deltas_recover_the_region_as_it_was() {
     // The newest checkpoint alone (no log after it) is the region as it was.
     let rec = d.recovered(HOME).unwrap();
     let newest = Region::from_snapshot(&rec.checkpoints[0].bytes).expect("the checkpoint decodes");
-    assert_eq!(rows(&newest), live, "the delta-built checkpoint is the region");
+    assert_eq!(support::rows(&newest), live, "the delta-built checkpoint is the region");
     let back = d.recover(HOME, || Region::new(HOME, 5)).unwrap().expect("something stored");
-    assert_eq!(rows(&back), live);
+    assert_eq!(support::rows(&back), live);
 }

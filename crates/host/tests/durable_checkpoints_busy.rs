@@ -3,7 +3,6 @@
 //! recovery (newest checkpoint, then the log after it) is the region as it was, whatever the
 //! moment the host stopped.
 
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,25 +11,14 @@ use host::{Host, HostConfig};
 use store::{SqliteStore, Store};
 use world::{EntityId, Input, ObjectEdit, ObjectSpec, Region, RegionId, Vec3};
 
+mod support;
+
 const HOME: RegionId = RegionId::new(4, 4);
 const CLIENTS: u64 = 4;
 const CHANGES_PER_CLIENT: u64 = 60;
 
 fn durable(host: &Host, input: Input) -> host::durable::Acked {
-    let (tx, rx) = mpsc::sync_channel(1);
-    host.send_durable(
-        HOME,
-        input,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    )
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(20)).expect("acknowledged in time").expect("acknowledged")
-}
-
-fn rows(r: &Region) -> Vec<(EntityId, String, String)> {
-    r.entities().filter(|e| !e.is_avatar()).map(|e| (e.id, e.name.clone(), e.text.clone())).collect()
+    support::durable(host, HOME, input, Duration::from_secs(20))
 }
 
 #[test]
@@ -89,7 +77,7 @@ fn checkpoints_built_while_changes_arrive_cover_exactly_their_log() {
         durable(&host, Input::EditObject { id, edit });
     }
     host.shutdown();
-    let live = host.with_region(HOME, rows).unwrap();
+    let live = host.with_region(HOME, support::rows).unwrap();
     d.flush();
     let written = d.stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed);
     assert!(written >= 5, "checkpoints were written while the changes came ({written})");
@@ -104,7 +92,7 @@ fn checkpoints_built_while_changes_arrive_cover_exactly_their_log() {
     );
     let back = d.recover(HOME, || Region::new(HOME, 9)).unwrap().expect("something stored");
     assert_eq!(
-        rows(&back),
+        support::rows(&back),
         live,
         "checkpoint covering seq {} plus {} records after it is the region",
         newest.covers_seq,

@@ -94,7 +94,7 @@ fn a_neighbour_hears_of_a_crossing_only_after_its_cause_is_committed() {
     host.set_grid([WEST, EAST]);
     host.load_new(WEST, None).unwrap();
     host.load_new(EAST, None).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    both_ticked(&host);
 
     // The disk stalls; a slider heads east across the border.
     gate.set_closed(true);
@@ -147,7 +147,7 @@ fn a_crossing_answered_between_ticks_is_logged_and_recovers_in_exactly_one_regio
     host.set_grid([WEST, EAST]);
     host.load_new(WEST, None).unwrap();
     host.load_new(EAST, None).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    both_ticked(&host);
 
     let spec = ObjectSpec {
         name: "slider".into(),
@@ -175,4 +175,13 @@ fn a_crossing_answered_between_ticks_is_logged_and_recovers_in_exactly_one_regio
     assert!(!slider(&west), "the departure amended between ticks was not logged");
     assert!(slider(&east), "the arrival was not logged");
     host.shutdown();
+}
+
+/// Each region learns its neighbour at its first tick: waits for both to have ticked.
+fn both_ticked(host: &Host) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ![WEST, EAST].iter().all(|&r| host.with_region(r, |r| r.tick_number() > 0).unwrap()) {
+        assert!(Instant::now() < deadline, "the regions never ticked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -1,13 +1,14 @@
 //! A script's `save()` makes its state durable with its tick's other durable changes: after
 //! the host dies (no checkpoint since), recovery brings back the saved state, not a later one.
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use host::durable::{Durability, DurableConfig};
 use host::{Host, HostConfig};
 use store::{SqliteStore, Store};
 use world::{EntityId, Input, ModuleHash, ObjectSpec, Region, RegionId, Vec3};
+
+mod support;
 
 const HOME: RegionId = RegionId::new(6, 1);
 const ALICE: EntityId = EntityId(0xA11CE);
@@ -23,19 +24,6 @@ const SAVER: &str = r#"(module
     (i32.store (i32.const 256) (i32.add (i32.load (i32.const 256)) (i32.const 1)))
     (if (i32.eq (i32.load (i32.const 256)) (i32.const 2)) (then (call $save)))))"#;
 
-fn durable(host: &Host, input: Input) -> host::durable::Acked {
-    let (tx, rx) = mpsc::sync_channel(1);
-    host.send_durable(
-        HOME,
-        input,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    )
-    .unwrap();
-    rx.recv_timeout(WAIT).expect("acknowledged in time").expect("acknowledged")
-}
-
 fn counter(region: &Region) -> u32 {
     let record = region.scripts().next().expect("the script's record");
     let memory = record.memory();
@@ -50,6 +38,10 @@ fn durability(dir: &std::path::Path) -> std::sync::Arc<Durability> {
         DurableConfig { checkpoint_period: Duration::from_secs(3600), ..Default::default() },
     )
     .unwrap()
+}
+
+fn durable(host: &Host, input: Input) -> host::durable::Acked {
+    support::durable(host, HOME, input, WAIT)
 }
 
 #[test]
