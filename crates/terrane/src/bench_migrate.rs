@@ -118,8 +118,10 @@ struct Report {
     restart: Summary,
     /// Median pre-copy freeze over median stop-and-copy freeze.
     pre_copy_over_stop_and_copy: f64,
-    /// What the bots (the avatars, connected through a gateway) saw during the whole run,
-    /// all migrations included: update gaps, sequence gaps, disconnects.
+    /// What the bots (the avatars, connected through a gateway) saw, per phase (one cohort for
+    /// pre-copy, one for stop-and-copy and restart): over the cohort's whole stay, arrival
+    /// included (update gaps, sequence gaps, disconnects), and in `during_migrations` per
+    /// strategy the update gaps that overlap a migration (its request to its answer, ±25 ms).
     bots: Option<Value>,
 }
 
