@@ -98,14 +98,7 @@ fn a_neighbour_hears_of_a_crossing_only_after_its_cause_is_committed() {
 
     // The disk stalls; a slider heads east across the border.
     gate.set_closed(true);
-    let spec = ObjectSpec {
-        name: "slider".into(),
-        pos: Vec3::new(254.0, 128.0, 0.0),
-        vel: Vec3::new(12.0, 0.0, 0.0),
-        physical: true,
-        ..Default::default()
-    };
-    host.send(WEST, Input::CreateObject { tag: 1, spec }).unwrap();
+    send_slider(&host);
     let deadline = Instant::now() + Duration::from_secs(20);
     while host.stats(WEST).unwrap().crossings.offered == 0 {
         assert!(Instant::now() < deadline, "the slider never reached the border");
@@ -149,14 +142,7 @@ fn a_crossing_answered_between_ticks_is_logged_and_recovers_in_exactly_one_regio
     host.load_new(EAST, None).unwrap();
     both_ticked(&host);
 
-    let spec = ObjectSpec {
-        name: "slider".into(),
-        pos: Vec3::new(254.0, 128.0, 0.0),
-        vel: Vec3::new(12.0, 0.0, 0.0),
-        physical: true,
-        ..Default::default()
-    };
-    host.send(WEST, Input::CreateObject { tag: 1, spec }).unwrap();
+    send_slider(&host);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(holds_slider(&host, EAST) && !holds_slider(&host, WEST)) {
         assert!(Instant::now() < deadline, "the crossing never completed");
@@ -184,4 +170,16 @@ fn both_ticked(host: &Host) {
         assert!(Instant::now() < deadline, "the regions never ticked");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A physical object two metres from the east edge of WEST, heading east.
+fn send_slider(host: &Host) {
+    let spec = ObjectSpec {
+        name: "slider".into(),
+        pos: Vec3::new(254.0, 128.0, 0.0),
+        vel: Vec3::new(12.0, 0.0, 0.0),
+        physical: true,
+        ..Default::default()
+    };
+    host.send(WEST, Input::CreateObject { tag: 1, spec }).unwrap();
 }
