@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::limits::{CONNECT_TIMEOUT_MS, MAX_SERVER_FRAME_BYTES};
+use crate::limits::{CONNECT_TIMEOUT_MS, MAX_SERVER_FRAME_BYTES, READ_BUFFER_BYTES};
 use crate::BotError;
 
 /// One session with a gateway, past its welcome.
@@ -30,7 +30,8 @@ impl Client {
     pub async fn connect(url: &str, token: &str, encoding: Encoding) -> Result<Client, BotError> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_SERVER_FRAME_BYTES))
-            .max_frame_size(Some(MAX_SERVER_FRAME_BYTES));
+            .max_frame_size(Some(MAX_SERVER_FRAME_BYTES))
+            .read_buffer_size(READ_BUFFER_BYTES);
         let limit = Duration::from_millis(CONNECT_TIMEOUT_MS);
         let (ws, _) = tokio::time::timeout(
             limit,

@@ -22,6 +22,10 @@ pub const COMMUTE_REACH_M: f32 = 40.0;
 /// Margin wanderers keep from their region's edges, in metres.
 pub const WANDER_MARGIN_M: f32 = 20.0;
 
+/// A bot's WebSocket read buffer: a few updates. The WebSocket layer zeroes the whole buffer on
+/// every read, so its 128 KiB default made hundreds of bots spend more on that than on reading.
+pub const READ_BUFFER_BYTES: usize = 32 * 1024;
+
 /// How long a bot waits to connect and be welcomed, in milliseconds.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A bot that saw no update for this long at the end of a run counts as stalled, in ms.

@@ -337,6 +337,7 @@ async fn ws_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> 
     }
     ws.max_message_size(WS_MAX_MESSAGE_BYTES)
         .max_frame_size(WS_MAX_MESSAGE_BYTES)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| session::run(shared, socket))
 }
 

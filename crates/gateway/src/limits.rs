@@ -26,6 +26,9 @@ pub const SESSION_EVENT_QUEUE: usize = 1024;
 /// Above `proto::limits::MAX_FRAME_BYTES`, so that a moderately oversized frame gets a clean
 /// `too_large` error; beyond this the WebSocket layer itself refuses the message.
 pub const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Read buffer of a client's WebSocket. Clients send small frames; the WebSocket layer zeroes
+/// the whole buffer on every read, so its 128 KiB default cost more than the reading itself.
+pub const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Most sessions one gateway holds; beyond it the upgrade is answered 503.
 pub const MAX_SESSIONS: usize = 10_000;

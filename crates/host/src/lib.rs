@@ -473,26 +473,38 @@ fn worker(shared: &Shared) {
     }
 }
 
-/// Encodes a migration's full copy of a region off the tick thread: the tick thread only
-/// clones the state at its boundary. Hashing the copy there too warms the live region's hash
-/// cache (it descends from the copy), so the next round's hash on the tick thread is small.
-fn copy_off_tick(shared: &Shared, id: RegionId, migration: migrate::MigrationId, copy: Region) {
+/// Encodes a migration's copy of a region off the tick thread: a full copy (the tick thread
+/// only clones the state at its boundary) or a large round cut there. Hashing a full copy
+/// there too warms the live region's hash cache (it descends from the copy), so the next
+/// round's hash on the tick thread is small.
+fn copy_off_tick(shared: &Shared, id: RegionId, migration: migrate::MigrationId, job: OffTick) {
     let epoch = shared.epoch;
     let Some(slot) = shared.regions.read().get(&id).cloned() else { return };
     let started = Instant::now();
     drop(background(move || {
-        let generation = copy.generation();
-        let bytes = copy.snapshot_with(world::Compression::Lz4);
-        let _ = copy.state_hash();
-        slot.region.lock().adopt_hash_cache(&copy);
+        let (bytes, generation, what) = match job {
+            OffTick::Snapshot(copy) => {
+                let bytes = copy.snapshot_with(world::Compression::Lz4);
+                let _ = copy.state_hash();
+                slot.region.lock().adopt_hash_cache(&copy);
+                (bytes, copy.generation(), "full copy")
+            }
+            OffTick::Delta(delta) => (delta.encode(), delta.generation, "round"),
+        };
         let now = epoch.elapsed().as_micros() as u64;
         // Only to the migration that asked (another may have started since).
         if let Some(m) = slot.migration.lock().as_mut().filter(|m| m.id() == migration) {
-            m.snapshot_ready(now, bytes, generation);
+            m.copy_ready(now, bytes, generation);
         }
         slot.boundary.notify_one();
-        tracing::debug!(target: "freeze", region = %id, us = started.elapsed().as_micros() as u64, "full copy encoded off the tick thread");
+        tracing::debug!(target: "freeze", region = %id, us = started.elapsed().as_micros() as u64, "{what} encoded off the tick thread");
     }));
+}
+
+/// What [`copy_off_tick`] encodes.
+enum OffTick {
+    Snapshot(Region),
+    Delta(Box<world::Delta>),
 }
 
 /// A crossing message between two regions of this host.
@@ -525,11 +537,19 @@ fn send_transmits(shared: &Shared, id: RegionId, transmits: Vec<crossing::Transm
 /// regions here, go first. The receiver completes when the work is done (or the thread could not
 /// start, after running it here instead).
 pub(crate) fn background(f: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+    off_thread(true, f)
+}
+
+/// Runs `f` on a thread of its own, at a lower CPU priority when `lower` (see [`background`]);
+/// at the normal priority for work something urgent waits on.
+pub(crate) fn off_thread(lower: bool, f: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let work = std::sync::Arc::new(parking_lot::Mutex::new(Some(f)));
     let theirs = work.clone();
     let started = std::thread::Builder::new().name("background".into()).spawn(move || {
-        lower_priority();
+        if lower {
+            lower_priority();
+        }
         if let Some(f) = theirs.lock().take() {
             f();
         }
@@ -633,9 +653,10 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
             let cut_us = cut.elapsed().as_micros() as u64;
             tracing::debug!(target: "freeze", region = %id, round = rounds, cut_us, "round cut");
         }
-        if m.wants_snapshot() {
-            m.snapshot_started();
-            copy_off_tick(shared, id, m.id(), region.clone());
+        match m.take_copy() {
+            Some(migrate::CopyJob::Snapshot) => copy_off_tick(shared, id, m.id(), OffTick::Snapshot(region.clone())),
+            Some(migrate::CopyJob::Delta(d)) => copy_off_tick(shared, id, m.id(), OffTick::Delta(d)),
+            None => {}
         }
     }
     let (entities, avatars) = (region.entity_count(), region.avatar_count());

@@ -458,10 +458,11 @@ impl Net {
             }
         }
         let id = msg.id();
-        let mut prepare_first = false;
+        let (mut prepare_first, mut frozen) = (false, false);
         if let Some(inc) = incoming.get_mut(&id) {
             inc.reply = reply.clone();
             inc.target.handle_msg(now, msg);
+            frozen = inc.target.phase() == migrate::TargetPhase::AwaitingCommit;
             prepare_first = inc.target.phase() == migrate::TargetPhase::Receiving
                 && inc.target.replica().is_some_and(|r| {
                     r.script_count() > 0 && inc.prepared.lock().generation != Some(r.generation())
@@ -480,9 +481,10 @@ impl Net {
         }
         // Bringing the prepared scripts up to this round is real work (instantiating,
         // copying memories): off the link's task, so that the acknowledgement just queued goes
-        // out now and the next message (the Commit) is read meanwhile.
+        // out now and the next message (the Commit) is read meanwhile. After the final round
+        // the Commit waits for it: then at the normal priority, not behind everything else.
         if let Some(net) = self.me.upgrade() {
-            drop(crate::background(move || net.prepare_scripts(id)));
+            drop(crate::off_thread(!frozen, move || net.prepare_scripts(id)));
         }
         None
     }
@@ -637,7 +639,7 @@ impl Net {
                 return Err(NetError::AlreadyMigrating(region));
             }
             // Full copies are made off the tick thread (run_tick hands them over).
-            let policy = Policy { snapshot_by_caller: true, ..policy };
+            let policy = Policy { copies_by_caller: true, ..policy };
             *m = Some(Source::start(id, region, placement.epoch, policy, now));
         }
         let (tx, rx) = mpsc::channel(MIGRATION_QUEUE);

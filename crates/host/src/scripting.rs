@@ -736,24 +736,37 @@ fn in_range(view: &RegionView, from: Vec3, listener: EntityId, range: ChatRange)
 }
 
 /// The region as scripts read it during one pass: poses in region metres (children of a
-/// linkset at their world position) and a grid of entities for sensors.
+/// linkset at their world position) and a grid of entities for sensors. The grid and the
+/// border check are built the first time a script needs them: most passes need neither, and
+/// building them visits every entity (for a region of 10,000 objects, the larger part of a
+/// tick).
 pub struct RegionView<'a> {
     region: &'a Region,
-    cells: Vec<Vec<Sensed>>,
+    cells: std::sync::OnceLock<Vec<Vec<Sensed>>>,
     /// Whether any unit is held at the border (then its scripts are paused).
-    any_held: bool,
+    any_held: std::sync::OnceLock<bool>,
 }
 
 impl<'a> RegionView<'a> {
     pub fn new(region: &'a Region) -> RegionView<'a> {
-        let mut cells = vec![Vec::new(); SENSOR_CELLS * SENSOR_CELLS];
-        let mut any_held = false;
-        for e in region.entities() {
-            let pos = region.world_pos(e.id).unwrap_or(e.pos);
-            cells[cell_of(pos)].push(Sensed { id: e.id, avatar: e.is_avatar(), pos });
-            any_held |= world::border::is_root(e) && world::border::outside(e.pos);
-        }
-        RegionView { region, cells, any_held }
+        RegionView { region, cells: std::sync::OnceLock::new(), any_held: std::sync::OnceLock::new() }
+    }
+
+    fn cells(&self) -> &[Vec<Sensed>] {
+        self.cells.get_or_init(|| {
+            let mut cells = vec![Vec::new(); SENSOR_CELLS * SENSOR_CELLS];
+            for e in self.region.entities() {
+                let pos = self.region.world_pos(e.id).unwrap_or(e.pos);
+                cells[cell_of(pos)].push(Sensed { id: e.id, avatar: e.is_avatar(), pos });
+            }
+            cells
+        })
+    }
+
+    fn any_held(&self) -> bool {
+        *self.any_held.get_or_init(|| {
+            self.region.entities().any(|e| world::border::is_root(e) && world::border::outside(e.pos))
+        })
     }
 }
 
@@ -770,7 +783,7 @@ impl WorldView for RegionView<'_> {
         self.region.now_us() / 1000
     }
     fn paused(&self, object: EntityId) -> bool {
-        self.any_held && self.region.is_held(object)
+        self.any_held() && self.region.is_held(object)
     }
     fn region(&self) -> RegionId {
         self.region.id()
@@ -786,9 +799,10 @@ impl WorldView for RegionView<'_> {
     fn sensor(&self, origin: Vec3, range: f32, kinds: SensorKinds, out: &mut Vec<Sensed>) {
         let (x0, x1) = (cell_index(origin.x - range), cell_index(origin.x + range));
         let (y0, y1) = (cell_index(origin.y - range), cell_index(origin.y + range));
+        let cells = self.cells();
         for cy in y0..=y1 {
             for cx in x0..=x1 {
-                for s in &self.cells[cy * SENSOR_CELLS + cx] {
+                for s in &cells[cy * SENSOR_CELLS + cx] {
                     // The engine filters by exact range, sorts and keeps the nearest.
                     if (s.avatar && kinds.avatars) || (!s.avatar && kinds.objects) {
                         out.push(*s);

@@ -11,5 +11,5 @@ pub mod source;
 pub mod target;
 
 pub use msg::{MigrationId, Msg, MsgError, Outcome};
-pub use source::{NoConvergence, Phase, Policy, Report, Source, SourceEvent};
+pub use source::{CopyJob, NoConvergence, Phase, Policy, Report, Source, SourceEvent};
 pub use target::{Target, TargetEvent, TargetPhase};

@@ -27,5 +27,11 @@ pub const DEFAULT_MAX_ROUNDS: u32 = 30;
 pub const DEFAULT_MAX_BYTES_FACTOR: f64 = 3.0;
 /// Assumed link speed until the first large round has been measured (bytes per second).
 pub const DEFAULT_ASSUMED_BANDWIDTH: f64 = 100e6;
+/// Assumed speed of the two ends at handling region state (raw bytes per second): cutting and
+/// encoding a round at the source, decoding, applying and hashing it at the target.
+pub const DEFAULT_STATE_RATE: f64 = 100e6;
+/// Rounds larger than this (raw) are encoded off the tick thread when the caller offers to
+/// (`Policy::copies_by_caller`).
+pub const DEFAULT_OFF_TICK_RAW_BYTES: u64 = 256 * 1024;
 /// Hard cap of a forced freeze: five ticks.
 pub const DEFAULT_FORCED_FREEZE_CAP_US: u64 = 5 * DEFAULT_FREEZE_BUDGET_US;

@@ -28,11 +28,19 @@ pub struct Policy {
     /// Copy while running (pre-copy). Off: freeze first, then copy everything in one round
     /// (stop-and-copy, the baseline pre-copy is measured against).
     pub pre_copy: bool,
-    /// The caller makes the full copies of a pre-copy (the first round, and a catch-up when
-    /// tombstones were pruned) itself, off the tick thread: [`Source::wants_snapshot`] asks for
-    /// one and [`Source::snapshot_ready`] hands it over. Off: `on_tick_boundary` encodes them,
+    /// The caller encodes the large copies of a pre-copy itself, off the tick thread: the full
+    /// copies (the first round, and a catch-up when tombstones were pruned) and the rounds
+    /// larger than `off_tick_raw_bytes` that will not be the final one. [`Source::take_copy`] hands out the work and
+    /// [`Source::copy_ready`] takes the result. Off: `on_tick_boundary` encodes everything,
     /// which for a big region is a tick's worth of time taken from the region.
-    pub snapshot_by_caller: bool,
+    pub copies_by_caller: bool,
+    /// With `copies_by_caller`: rounds larger than this (raw bytes) are left to the caller.
+    pub off_tick_raw_bytes: u64,
+    /// How fast the two ends handle region state, in raw (uncompressed) bytes per second:
+    /// cutting, encoding, applying and hashing a round. On a fast link this, not the bytes on
+    /// the wire, is what a final round costs: a round of many script memory chunks compresses
+    /// to little but still has every chunk copied, checked and hashed inside the freeze.
+    pub state_rate: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -53,7 +61,9 @@ impl Default for Policy {
             on_no_convergence: NoConvergence::FreezeAnyway { cap_us: DEFAULT_FORCED_FREEZE_CAP_US },
             assumed_bandwidth: DEFAULT_ASSUMED_BANDWIDTH,
             pre_copy: true,
-            snapshot_by_caller: false,
+            copies_by_caller: false,
+            off_tick_raw_bytes: DEFAULT_OFF_TICK_RAW_BYTES,
+            state_rate: DEFAULT_STATE_RATE,
         }
     }
 }
@@ -120,12 +130,22 @@ pub enum SourceEvent {
     Fenced { report: Report },
 }
 
-/// A full copy the caller is making (see [`Policy::snapshot_by_caller`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Snapshot {
+/// Encoding work the machine leaves to its caller (see [`Policy::copies_by_caller`]).
+#[derive(Debug)]
+pub enum CopyJob {
+    /// Encode the whole region with [`Region::snapshot_with`] (lz4), at a tick boundary.
+    Snapshot,
+    /// Encode this round with [`world::Delta::encode`].
+    Delta(Box<world::Delta>),
+}
+
+/// The caller's copy, by stage.
+#[derive(Debug)]
+enum Copy {
     Idle,
-    Wanted,
-    Making,
+    Wanted(CopyJob),
+    /// Handed out; the payload kind it will be sent as.
+    Making(Payload),
 }
 
 struct InFlight {
@@ -149,7 +169,7 @@ pub struct Source {
     last_prepare: u64,
     next_round: u32,
     in_flight: Option<InFlight>,
-    snapshot: Snapshot,
+    copy: Copy,
     acked_generation: Option<u64>,
     first_round_bytes: u64,
     latency_us: Option<u64>,
@@ -188,7 +208,7 @@ impl Source {
             last_prepare: now,
             next_round: 0,
             in_flight: None,
-            snapshot: Snapshot::Idle,
+            copy: Copy::Idle,
             acked_generation: None,
             first_round_bytes: 0,
             latency_us: None,
@@ -329,45 +349,71 @@ impl Source {
     /// Called whenever the region is between ticks (after each tick, and after handling
     /// messages): sends the next round, or freezes when the remainder fits the budget.
     pub fn on_tick_boundary(&mut self, now: u64, region: &Region) {
-        if self.phase != Phase::Copying || self.in_flight.is_some() || self.snapshot != Snapshot::Idle {
+        if self.phase != Phase::Copying || self.in_flight.is_some() || !matches!(self.copy, Copy::Idle) {
             return;
         }
         debug_assert_eq!(region.id(), self.region);
-        if self.acked_generation.is_none() && self.policy.pre_copy && self.policy.snapshot_by_caller {
-            self.snapshot = Snapshot::Wanted;
+        if self.acked_generation.is_none() && self.policy.pre_copy && self.policy.copies_by_caller {
+            self.copy = Copy::Wanted(CopyJob::Snapshot);
             return;
         }
         let Some(acked) = self.acked_generation else {
             let bytes = region.snapshot_with(world::Compression::Lz4);
             self.first_round_bytes = bytes.len() as u64;
             if !self.policy.pre_copy {
-                let estimate = self.estimate_us(bytes.len() as u64);
+                let estimate = self.estimate_us(bytes.len() as u64, world::codec::raw_len(&bytes));
                 return self.freeze(now, region, Payload::Snapshot, bytes, estimate, false);
             }
             self.send_round(now, Payload::Snapshot, bytes, region.generation(), None);
             let _ = region.state_hash();
             return;
         };
-        if region.generation() == acked && self.freeze_estimate_us(0) > self.policy.freeze_budget_us {
+        if region.generation() == acked && self.freeze_estimate_us(0, 0) > self.policy.freeze_budget_us {
             return; // nothing new since the last round: wait for the next tick
         }
         // Tombstones pruned since the last round: only a snapshot can catch the target up.
-        let (payload, bytes) = match region.delta_since(acked) {
-            Ok(d) => (Payload::Delta, d.encode()),
-            Err(_) if self.policy.snapshot_by_caller => {
-                self.snapshot = Snapshot::Wanted;
+        let delta = match region.delta_since(acked) {
+            Ok(d) => d,
+            Err(_) if self.policy.copies_by_caller => {
+                self.copy = Copy::Wanted(CopyJob::Snapshot);
                 return;
             }
-            Err(_) => (Payload::Snapshot, region.snapshot_with(world::Compression::Lz4)),
+            Err(_) => {
+                let bytes = region.snapshot_with(world::Compression::Lz4);
+                return self.decide(now, region, Payload::Snapshot, bytes);
+            }
         };
-        let estimate = self.freeze_estimate_us(bytes.len() as u64);
-        let sent_rounds = self.bytes_per_round.len() as u32;
+        let raw = delta.raw_len() as u64;
+        // A large round that will not be the final one is encoded by the caller, off the
+        // tick thread; its bytes on the wire are not known yet, so the estimate takes the raw
+        // size for them (an overestimate, which only means one more round). The byte limit is
+        // checked at the next decision, which counts this round.
+        if self.policy.copies_by_caller
+            && raw > self.policy.off_tick_raw_bytes
+            && self.freeze_estimate_us(raw, raw) > self.policy.freeze_budget_us
+            && (self.bytes_per_round.len() as u32) < self.policy.max_rounds
+        {
+            self.copy = Copy::Wanted(CopyJob::Delta(Box::new(delta)));
+            self.warm_hash(region);
+            return;
+        }
+        self.decide(now, region, Payload::Delta, delta.encode());
+    }
+
+    /// Whether the policy's round or byte limits are reached (with `next` more bytes).
+    fn out_of_rounds(&self, next: u64) -> bool {
         let budget_bytes = (self.first_round_bytes as f64 * self.policy.max_bytes_factor) as u64;
+        self.bytes_per_round.len() as u32 >= self.policy.max_rounds || self.total_bytes + next > budget_bytes
+    }
+
+    /// Freezes with `bytes` as the final round when it fits the budget, else sends it as one
+    /// more round, or (out of rounds or bytes) freezes anyway or aborts, by policy.
+    fn decide(&mut self, now: u64, region: &Region, payload: Payload, bytes: Vec<u8>) {
+        let estimate = self.freeze_estimate_us(bytes.len() as u64, world::codec::raw_len(&bytes));
+        let sent_rounds = self.bytes_per_round.len() as u32;
         if estimate <= self.policy.freeze_budget_us {
             self.freeze(now, region, payload, bytes, estimate, false);
-        } else if sent_rounds >= self.policy.max_rounds
-            || self.total_bytes + bytes.len() as u64 > budget_bytes
-        {
+        } else if self.out_of_rounds(bytes.len() as u64) {
             match self.policy.on_no_convergence {
                 NoConvergence::FreezeAnyway { cap_us } if estimate <= cap_us => {
                     self.freeze(now, region, payload, bytes, estimate, true)
@@ -386,39 +432,48 @@ impl Source {
             }
         } else {
             self.send_round(now, payload, bytes, region.generation(), None);
-            // Warm the row-hash cache now, so the hash taken inside the freeze is incremental.
-            let _ = region.state_hash();
+            self.warm_hash(region);
         }
     }
 
-    /// Whether the machine waits for the caller's full copy of the region
-    /// ([`Policy::snapshot_by_caller`]); say [`Source::snapshot_started`] when making one.
-    pub fn wants_snapshot(&self) -> bool {
-        self.phase == Phase::Copying && self.snapshot == Snapshot::Wanted
+    /// Warms the region's row-hash cache after a round, so the hash taken inside the freeze
+    /// only covers what changed since.
+    fn warm_hash(&self, region: &Region) {
+        let _ = region.state_hash();
     }
 
-    /// The caller is making the copy asked for (so it is asked only once).
-    pub fn snapshot_started(&mut self) {
-        if self.snapshot == Snapshot::Wanted {
-            self.snapshot = Snapshot::Making;
-        }
+    /// Whether the machine waits for the caller to encode a copy
+    /// ([`Policy::copies_by_caller`]): take it with [`Source::take_copy`].
+    pub fn wants_copy(&self) -> bool {
+        self.phase == Phase::Copying && matches!(self.copy, Copy::Wanted(_))
     }
 
-    /// The caller's full copy of the region, encoded at `generation` (taken at a tick
-    /// boundary, with [`Region::snapshot_with`]): sent as the next round. Ignored if the
-    /// migration ended meanwhile.
-    pub fn snapshot_ready(&mut self, now: u64, bytes: Vec<u8>, generation: u64) {
-        if self.snapshot == Snapshot::Idle {
-            return;
+    /// The copy to encode, once: for [`CopyJob::Snapshot`], the caller takes the region as it
+    /// is at this tick boundary. Hand the result to [`Source::copy_ready`].
+    pub fn take_copy(&mut self) -> Option<CopyJob> {
+        if !self.wants_copy() {
+            return None;
         }
-        self.snapshot = Snapshot::Idle;
+        let Copy::Wanted(job) = std::mem::replace(&mut self.copy, Copy::Idle) else { return None };
+        let payload = match job {
+            CopyJob::Snapshot => Payload::Snapshot,
+            CopyJob::Delta(_) => Payload::Delta,
+        };
+        self.copy = Copy::Making(payload);
+        Some(job)
+    }
+
+    /// The caller's encoded copy, of the region at `generation`: sent as the next round.
+    /// Ignored if the migration ended meanwhile.
+    pub fn copy_ready(&mut self, now: u64, bytes: Vec<u8>, generation: u64) {
+        let Copy::Making(payload) = std::mem::replace(&mut self.copy, Copy::Idle) else { return };
         if self.phase != Phase::Copying || self.in_flight.is_some() {
             return;
         }
         if self.acked_generation.is_none() {
             self.first_round_bytes = bytes.len() as u64;
         }
-        self.send_round(now, Payload::Snapshot, bytes, generation, None);
+        self.send_round(now, payload, bytes, generation, None);
     }
 
     fn freeze(
@@ -477,15 +532,17 @@ impl Source {
         }
     }
 
-    /// How long a freeze with a final round of `bytes` is expected to take: that round (sent,
-    /// applied and acknowledged), then one more round trip for the compare-and-swap and the
-    /// Commit before the target ticks.
-    fn freeze_estimate_us(&self, bytes: u64) -> u64 {
-        self.estimate_us(bytes) + self.latency_us.unwrap_or(0)
+    /// How long a freeze with a final round of `bytes` on the wire (`raw` uncompressed) is
+    /// expected to take: that round (cut, sent, applied and acknowledged), then one more round
+    /// trip for the compare-and-swap and the Commit before the target ticks.
+    fn freeze_estimate_us(&self, bytes: u64, raw: u64) -> u64 {
+        self.estimate_us(bytes, raw) + self.latency_us.unwrap_or(0)
     }
 
-    fn estimate_us(&self, bytes: u64) -> u64 {
-        self.latency_us.unwrap_or(0) + (bytes as f64 / self.bandwidth * 1e6) as u64
+    fn estimate_us(&self, bytes: u64, raw: u64) -> u64 {
+        let wire = bytes as f64 / self.bandwidth;
+        let work = raw as f64 / self.policy.state_rate.max(1.0);
+        self.latency_us.unwrap_or(0) + ((wire + work) * 1e6) as u64
     }
 
     /// The result of the compare-and-swap asked for by [`SourceEvent::CasEpoch`].

@@ -170,3 +170,48 @@ fn stop_and_copy_freezes_first_and_sends_everything_in_one_final_round() {
     assert_eq!(t.phase(), TargetPhase::AwaitingCommit);
     assert_eq!(s.report().rounds, 1);
 }
+
+#[test]
+fn a_large_round_is_never_the_final_one_and_is_left_to_the_caller_to_encode() {
+    let mut r = region();
+    // A fast link but slow ends (10 MB/s of state): only the work of handling a round's raw
+    // bytes can make it too big for the freeze.
+    let policy =
+        Policy { copies_by_caller: true, assumed_bandwidth: 1e12, state_rate: 10e6, ..Policy::default() };
+    let mut s = Source::start(ID, R, 3, policy, 0);
+    let Some(Msg::Prepare { id, region, epoch }) = s.poll_transmit() else { panic!("no Prepare") };
+    let mut t = Target::new(0, id, region, epoch);
+    assert!(matches!(t.poll_event(), Some(TargetEvent::Prepare { .. })));
+    t.prepared(0);
+    exchange(0, &mut s, &mut t);
+    s.on_tick_boundary(10, &r);
+    let Some(migrate::CopyJob::Snapshot) = s.take_copy() else { panic!("the full copy is the caller's") };
+    assert!(s.take_copy().is_none(), "handed out once");
+    s.copy_ready(20, r.snapshot_with(world::Compression::Lz4), r.generation());
+    exchange(30, &mut s, &mut t);
+    // One tick creates 4,000 alike objects: little on the wire, a lot to cut, apply and hash.
+    let base = r.generation();
+    let many = (0..4_000).map(|i| Input::CreateObject { tag: 100 + i, spec: ObjectSpec::default() });
+    r.tick(30_000, many);
+    let raw = r.delta_since(base).unwrap().raw_len();
+    assert!(raw > 256 * 1024, "{raw} raw bytes");
+    s.on_tick_boundary(30_001, &r);
+    assert_eq!(s.phase(), Phase::Copying, "a round of {raw} raw bytes is not frozen on");
+    let Some(migrate::CopyJob::Delta(d)) = s.take_copy() else { panic!("a large round is encoded off the tick") };
+    assert_eq!(d.generation, r.generation());
+    assert!(s.poll_transmit().is_none(), "nothing sent until the caller's copy is ready");
+    // The region ticks on meanwhile; the round goes out when the caller has encoded it.
+    r.tick(50_000, []);
+    s.on_tick_boundary(50_001, &r);
+    assert_eq!(s.phase(), Phase::Copying);
+    s.copy_ready(60_000, d.encode(), d.generation);
+    exchange(60_100, &mut s, &mut t);
+    assert_eq!(t.replica().unwrap().generation(), d.generation);
+    // The next round is one quiet tick: that one is the final round.
+    r.tick(70_000, []);
+    s.on_tick_boundary(70_001, &r);
+    assert_eq!(s.phase(), Phase::Frozen);
+    exchange(70_100, &mut s, &mut t);
+    assert_eq!(t.phase(), TargetPhase::AwaitingCommit);
+    assert_eq!(t.replica().unwrap().state_hash(), r.state_hash());
+}

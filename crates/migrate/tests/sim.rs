@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::OnceLock;
 
-use migrate::{MigrationId, Msg, NoConvergence, Policy, Source, SourceEvent, Target, TargetEvent};
+use migrate::{CopyJob, MigrationId, Msg, NoConvergence, Policy, Source, SourceEvent, Target, TargetEvent};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use world::{Compression, Controls, EntityId, Input, ObjectSpec, Region, RegionId, Terrain, Vec3};
@@ -38,7 +38,7 @@ struct Scenario {
     crash: Option<(Node, u64)>,
     policy: Policy,
     directory_delay_us: u64,
-    /// With `policy.snapshot_by_caller`: how long the host takes to hand over a full copy.
+    /// With `policy.copies_by_caller`: how long the host takes to hand over a copy.
     snapshot_delay_us: u64,
 }
 
@@ -70,8 +70,12 @@ impl Scenario {
             2 => policy.pre_copy = false,
             _ => {}
         }
-        // Half the runs make full copies the way hosts do: off the tick, handed over later.
-        policy.snapshot_by_caller = rng.random_bool(0.5);
+        // Half the runs make copies the way hosts do: off the tick, handed over later; some of
+        // them every round that will not be the final one.
+        policy.copies_by_caller = rng.random_bool(0.5);
+        if rng.random_bool(0.5) {
+            policy.off_tick_raw_bytes = 0;
+        }
         Scenario {
             loss,
             duplicate: if rng.random_bool(0.3) { 0.05 } else { 0.0 },
@@ -98,7 +102,7 @@ enum Event {
     /// The answer to the target's directory check.
     DirectoryAnswer { owner_is_target: bool, epoch: u64 },
     /// The source host's full copy, made off the tick, is ready.
-    SnapshotReady { bytes: Vec<u8>, generation: u64 },
+    CopyReady { bytes: Vec<u8>, generation: u64 },
 }
 
 struct Sim {
@@ -225,11 +229,13 @@ impl Sim {
             if self.source_alive {
                 if let (Some(s), Some(r)) = (&mut self.source, &self.source_region) {
                     s.on_tick_boundary(self.now, r);
-                    if s.wants_snapshot() {
-                        s.snapshot_started();
-                        let (bytes, generation) = (r.snapshot_with(Compression::Lz4), r.generation());
+                    if let Some(job) = s.take_copy() {
+                        let (bytes, generation) = match job {
+                            CopyJob::Snapshot => (r.snapshot_with(Compression::Lz4), r.generation()),
+                            CopyJob::Delta(d) => (d.encode(), d.generation),
+                        };
                         let d = self.sc.snapshot_delay_us;
-                        self.at(self.now + d, Event::SnapshotReady { bytes, generation });
+                        self.at(self.now + d, Event::CopyReady { bytes, generation });
                     }
                 }
                 while let Some(msg) = self.source.as_mut().and_then(Source::poll_transmit) {
@@ -371,10 +377,10 @@ impl Sim {
                     }
                 }
             }
-            Event::SnapshotReady { bytes, generation } => {
+            Event::CopyReady { bytes, generation } => {
                 if self.source_alive {
                     if let Some(s) = &mut self.source {
-                        s.snapshot_ready(self.now, bytes, generation);
+                        s.copy_ready(self.now, bytes, generation);
                     }
                 }
             }
@@ -616,7 +622,7 @@ fn on_a_clean_network_a_migration_commits_and_the_freeze_is_one_round() {
             partition: None,
             crash: None,
             // Odd seeds make full copies off the tick, as hosts do.
-            policy: Policy { snapshot_by_caller: seed % 2 == 1, ..Policy::default() },
+            policy: Policy { copies_by_caller: seed % 2 == 1, ..Policy::default() },
             directory_delay_us: 200,
             snapshot_delay_us: 5_000,
         };

@@ -208,6 +208,12 @@ impl Delta {
         seal(PayloadKind::Delta, Compression::Lz4, &raw)
     }
 
+    /// The size of the delta's encoding before compression, without encoding it (what
+    /// handling it costs scales with this, not with its compressed size).
+    pub fn raw_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).expect("sizing in memory cannot fail")
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Delta, CodecError> {
         let raw = open(PayloadKind::Delta, bytes)?;
         let d: Delta = parse(&raw)?;
@@ -610,6 +616,12 @@ fn check_script_objects<'a>(
         }
     }
     Ok(())
+}
+
+/// The uncompressed size an encoded snapshot or delta declares in its header (0 when the
+/// bytes are too short to have one).
+pub fn raw_len(bytes: &[u8]) -> u64 {
+    bytes.get(8..12).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
 }
 
 fn seal(kind: PayloadKind, compression: Compression, raw: &[u8]) -> Vec<u8> {
