@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
+use axum::serve::ListenerExt;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -234,6 +235,11 @@ impl Gateway {
             let stopped = async move {
                 let _ = until.wait_for(|s| *s).await;
             };
+            // Updates are small frames sent every tick: Nagle's algorithm would hold one back
+            // until the client acknowledged the previous (up to a delayed ACK, 40 ms).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                 tracing::error!("gateway server stopped: {e}");
             }

@@ -28,6 +28,10 @@ pub struct View {
     known: HashMap<EntityId, RegionId>,
     /// Changed since last sent, per region; `true` when the client needs the whole row.
     dirty: BTreeMap<RegionId, HashMap<EntityId, bool>>,
+    /// The last tick's changes of a region with nothing held back: the common case, kept as
+    /// a list (no hashing) until the next flush sends them or moves what it could not send
+    /// into `dirty`.
+    fresh: Option<(RegionId, Vec<(EntityId, bool)>)>,
     /// Removals to tell, per region.
     removals: BTreeMap<RegionId, Vec<EntityId>>,
     seq: SeqCounter,
@@ -43,6 +47,7 @@ impl View {
             pos,
             known: HashMap::default(),
             dirty: BTreeMap::new(),
+            fresh: None,
             removals: BTreeMap::new(),
             seq: SeqCounter::new(),
         }
@@ -71,16 +76,31 @@ impl View {
         self.known.len()
     }
 
+    /// Moves the fresh changes of a region other than `keep` into its dirty set.
+    fn spill_fresh(&mut self, keep: Option<RegionId>) {
+        if self.fresh.as_ref().is_some_and(|(r, _)| Some(*r) != keep) {
+            if let Some((region, ids)) = self.fresh.take() {
+                let dirty = self.dirty.entry(region).or_default();
+                for (id, full) in ids {
+                    *dirty.entry(id).or_insert(false) |= full;
+                }
+            }
+        }
+    }
+
     /// Whether changes are waiting for budget.
     pub fn has_backlog(&self) -> bool {
-        self.dirty.values().any(|d| !d.is_empty()) || self.removals.values().any(|r| !r.is_empty())
+        self.fresh.is_some()
+            || self.dirty.values().any(|d| !d.is_empty())
+            || self.removals.values().any(|r| !r.is_empty())
     }
 
     /// Regions held back by the budget.
     pub fn backlog_regions(&self) -> Vec<RegionId> {
         let dirty = self.dirty.iter().filter(|(_, d)| !d.is_empty()).map(|(r, _)| *r);
         let removed = self.removals.iter().filter(|(_, d)| !d.is_empty()).map(|(r, _)| *r);
-        dirty.chain(removed).collect::<BTreeSet<_>>().into_iter().collect()
+        let fresh = self.fresh.as_ref().map(|(r, _)| *r);
+        dirty.chain(removed).chain(fresh).collect::<BTreeSet<_>>().into_iter().collect()
     }
 
     /// Position of something in `region` relative to the avatar, in metres.
@@ -115,11 +135,20 @@ impl View {
 
     /// Takes in one tick of a watched region (whose mirror already includes it).
     pub fn on_tick(&mut self, region: RegionId, out: &TickOutput, mirror: &Mirror) {
-        let dirty = self.dirty.entry(region).or_default();
+        self.spill_fresh(Some(region));
+        let backlog = self.dirty.get(&region).is_some_and(|d| !d.is_empty());
+        let mut fresh = match self.fresh.take() {
+            Some((_, ids)) => ids,
+            None => Vec::with_capacity(if backlog { 0 } else { out.changes.len() }),
+        };
         for change in &out.changes {
             let id = change.id();
             let full = matches!(change, world::EntityChange::Full(_));
-            *dirty.entry(id).or_insert(false) |= full;
+            if backlog {
+                *self.dirty.entry(region).or_default().entry(id).or_insert(false) |= full;
+            } else {
+                fresh.push((id, full));
+            }
             if id == self.agent {
                 if let Some(pos) = mirror.local_pos(id) {
                     // The avatar is wherever its region says it is: a crossing shows up as
@@ -133,6 +162,11 @@ impl View {
                 }
             }
         }
+        if !out.removed.is_empty() {
+            let gone: std::collections::HashSet<EntityId> = out.removed.iter().copied().collect();
+            fresh.retain(|(id, _)| !gone.contains(id));
+        }
+        let dirty = self.dirty.entry(region).or_default();
         for id in &out.removed {
             dirty.remove(id);
             // An entity that crossed is held in its new region's frame already: the old
@@ -141,6 +175,9 @@ impl View {
                 self.known.remove(id);
                 self.removals.entry(region).or_default().push(*id);
             }
+        }
+        if !fresh.is_empty() {
+            self.fresh = Some((region, fresh));
         }
     }
 
@@ -189,6 +226,9 @@ impl View {
     /// the scan that dropped it).
     pub fn drop_region(&mut self, region: RegionId) {
         self.dirty.remove(&region);
+        if self.fresh.as_ref().is_some_and(|(r, _)| *r == region) {
+            self.fresh = None;
+        }
     }
 
     /// Builds the next updates for `region` at `tick`, nearest first, spending at most about
@@ -206,58 +246,77 @@ impl View {
     ) -> Vec<Update> {
         let factor = if encoding == Encoding::Json { JSON_SIZE_FACTOR } else { 1 };
         let mut removed = self.removals.remove(&region).unwrap_or_default();
-        let mut candidates: Vec<(f32, EntityId, bool)> = Vec::new();
-        if let Some(dirty) = self.dirty.get_mut(&region) {
-            let mut gone = Vec::new();
-            for (&id, &full) in dirty.iter() {
-                let held_here = self.known.get(&id) == Some(&region);
-                let dist = mirror.local_pos(id).map(|p| {
-                    let dx = (i32::from(region.x) - i32::from(self.home.x)) as f32 * REGION_SIZE;
-                    let dy = (i32::from(region.y) - i32::from(self.home.y)) as f32 * REGION_SIZE;
-                    (Vec3::new(dx + p.x, dy + p.y, p.z) - self.pos).length()
-                });
-                match dist {
-                    Some(d) if d <= self.draw_distance || id == self.agent => {
-                        // The avatar itself always comes first.
-                        let d = if id == self.agent { -1.0 } else { d };
-                        candidates.push((d, id, full || !held_here));
-                    }
-                    _ => {
-                        gone.push(id);
-                        if held_here {
-                            removed.push(id);
-                        }
-                    }
-                }
+        let fresh = match self.fresh.take() {
+            Some((r, ids)) if r == region => ids,
+            other => {
+                self.fresh = other;
+                Vec::new()
             }
-            for id in gone {
-                dirty.remove(&id);
-                if self.known.get(&id) == Some(&region) {
-                    self.known.remove(&id);
+        };
+        let dirty = self.dirty.remove(&region).unwrap_or_default();
+        // (distance, id, whole row, the row): from the dirty set and the fresh list alike.
+        let mut candidates: Vec<(f32, EntityId, bool, &world::Entity)> =
+            Vec::with_capacity(fresh.len() + dirty.len());
+        let (home, pos, draw, agent) = (self.home, self.pos, self.draw_distance, self.agent);
+        let offset = Vec3::new(
+            (i32::from(region.x) - i32::from(home.x)) as f32 * REGION_SIZE,
+            (i32::from(region.y) - i32::from(home.y)) as f32 * REGION_SIZE,
+            0.0,
+        );
+        for (id, full) in fresh.into_iter().chain(dirty) {
+            let held_here = self.known.get(&id) == Some(&region);
+            let row = mirror.entities.get(&id);
+            let dist = row.map(|e| {
+                let local = match e.parent.and_then(|p| mirror.entities.get(&p)) {
+                    Some(root) => root.pos + root.rot * e.pos,
+                    None => e.pos,
+                };
+                (offset + local - pos).length()
+            });
+            match (dist, row) {
+                (Some(d), Some(e)) if d <= draw || id == agent => {
+                    // The avatar itself always comes first.
+                    let d = if id == agent { -1.0 } else { d };
+                    candidates.push((d, id, full || !held_here, e));
+                }
+                _ => {
+                    if held_here {
+                        self.known.remove(&id);
+                        removed.push(id);
+                    }
                 }
             }
         }
         candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // One id may be both fresh and held back: once, as a whole row if either says so.
+        candidates.dedup_by(|next, kept| {
+            let same = next.1 == kept.1;
+            if same {
+                kept.2 |= next.2;
+            }
+            same
+        });
 
         let mut changes = Vec::new();
         let mut spent: i64 = 0;
-        for (_, id, full) in candidates {
-            if spent >= budget && id != self.agent {
-                break;
+        let mut held_back: HashMap<EntityId, bool> = HashMap::default();
+        for (_, id, full, e) in candidates {
+            if spent >= budget && id != agent {
+                held_back.insert(id, full);
+                continue;
             }
-            let Some(e) = mirror.entities.get(&id) else { continue };
             let change = if full {
                 spent += ((ESTIMATED_FULL_BYTES + (e.name.len() + e.text.len()) as u64) * factor) as i64;
+                self.known.insert(id, region);
                 EntityUpdate::Full(EntityView::from(e))
             } else {
                 spent += (ESTIMATED_MOTION_BYTES * factor) as i64;
                 EntityUpdate::Motion { id, pos: e.pos, rot: e.rot, vel: e.vel }
             };
             changes.push(change);
-            self.known.insert(id, region);
-            if let Some(d) = self.dirty.get_mut(&region) {
-                d.remove(&id);
-            }
+        }
+        if !held_back.is_empty() {
+            self.dirty.insert(region, held_back);
         }
 
         let mut updates = Vec::new();
@@ -341,6 +400,54 @@ mod tests {
             }
         }
         assert_eq!(total, 500, "everything arrives in the end");
+    }
+
+    #[test]
+    fn changes_held_back_by_the_budget_merge_with_the_next_ticks_and_each_goes_once_as_its_latest_state() {
+        let mut mirror = Mirror::default();
+        let first = tick(1, (1..=300).map(|i| object(i, 128.0 + (i % 100) as f32, 128.0)));
+        mirror.apply(&first);
+        let mut view = View::new(EntityId(100_000), R, Vec3::new(128.0, 128.0, 20.0), 128.0);
+        view.on_tick(R, &first, &mirror);
+        let sent = view.flush(R, 1, &mirror, 50 * ESTIMATED_FULL_BYTES as i64, Encoding::Binary, true);
+        let mut seen: Vec<u64> = sent.iter().flat_map(ids).collect();
+        assert!(seen.len() < 300 && view.has_backlog(), "the budget held {} back", 300 - seen.len());
+        // The next tick moves some of the held-back objects and some already sent.
+        let moved: Vec<Entity> = (1..=300).step_by(7).map(|i| object(i, 129.0, 128.0)).collect();
+        assert!(moved.iter().any(|e| seen.contains(&e.id.0)) && moved.iter().any(|e| !seen.contains(&e.id.0)));
+        let second = TickOutput {
+            tick: 2,
+            changes: moved
+                .iter()
+                .map(|e| EntityChange::Motion { id: e.id, pos: e.pos, rot: e.rot, vel: e.vel })
+                .collect(),
+            ..Default::default()
+        };
+        mirror.apply(&second);
+        view.on_tick(R, &second, &mirror);
+        let next = view.flush(R, 2, &mirror, i64::MAX, Encoding::Binary, true);
+        let again: Vec<u64> = next.iter().flat_map(ids).collect();
+        let mut unique = again.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), again.len(), "each entity once per update: {again:?}");
+        for c in next.iter().flat_map(|u| &u.changes) {
+            let (id, pos) = match c {
+                EntityUpdate::Full(v) => (v.id, v.pos),
+                EntityUpdate::Motion { id, pos, .. } => {
+                    assert!(seen.contains(&id.0), "{} was never sent: it goes whole", id.0);
+                    (*id, *pos)
+                }
+            };
+            if moved.iter().any(|e| e.id == id) {
+                assert_eq!(pos.x, 129.0, "{} goes as its latest state", id.0);
+            }
+        }
+        seen.extend(again);
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 300, "everything arrives");
+        assert!(!view.has_backlog());
     }
 
     #[test]
