@@ -27,8 +27,10 @@ use crossing::{Incoming, IncomingEvent, Msg, Outgoing, OutgoingEvent, Transmit, 
 use serde::{Deserialize, Serialize};
 use world::{EntityId, Input, Region, RegionId, TickOutput};
 
-/// Most inputs the border adds to one tick; client inputs leave room for them.
-pub const MAX_BORDER_INPUTS_PER_TICK: usize = 64;
+/// Most inputs the border adds to one tick; client inputs leave room for them. A crowd
+/// crossing together (a couple of hundred avatars walking side by side) fits in one tick;
+/// beyond this the rest wait for the next.
+pub const MAX_BORDER_INPUTS_PER_TICK: usize = 256;
 /// A region with an adoption waiting ticks early (see [`hurry`]), but never sooner than this
 /// after its previous tick: so arrivals at most double an active region's tick rate.
 pub const MIN_HURRIED_SPACING_US: u64 = 1_000_000 / (2 * world::limits::ACTIVE_TICK_HZ as u64);
@@ -147,13 +149,17 @@ impl Border {
             self.changed = true;
         }
         self.collect();
-        // The record goes last, so cap the decisions before it; the rest wait a tick.
+        // The record goes last, so cap the decisions before it; the rest wait a tick. The
+        // record covers every decision made, so it is written only with the last of them: a
+        // record ahead of the state would release messages whose inputs are not applied yet.
         let take = self.inputs.len().min(MAX_BORDER_INPUTS_PER_TICK - 1);
         let mut inputs: Vec<Input> = self.inputs.drain(..take).collect();
-        if std::mem::take(&mut self.changed) {
-            inputs.push(Input::Border { state: self.record() });
+        if self.inputs.is_empty() {
+            if std::mem::take(&mut self.changed) {
+                inputs.push(Input::Border { state: self.record() });
+            }
+            self.releasing.append(&mut self.held);
         }
-        self.releasing.append(&mut self.held);
         self.given = inputs.iter().map(input_name).collect();
         inputs
     }
