@@ -404,7 +404,7 @@ pub(crate) fn deliver(
 /// after its previous one): an adopted unit is shown at the tick that inserts it, and whoever
 /// crossed has stood still since it left the other region, so waiting out the rest of this
 /// region's interval would only lengthen that pause. `interval_us` is region `id`'s current one.
-fn hurry(shared: &crate::Shared, slot: &crate::RegionSlot, id: RegionId, interval_us: u64) {
+pub(crate) fn hurry(shared: &crate::Shared, slot: &crate::RegionSlot, id: RegionId, interval_us: u64) {
     use std::sync::atomic::Ordering;
     let mut schedule = shared.schedule.lock();
     let due = slot.due.load(Ordering::SeqCst);

@@ -469,6 +469,12 @@ fn worker(shared: &Shared) {
             schedule.push(Reverse((next, id, incarnation)));
             drop(schedule);
             shared.wake.notify_one();
+            // A unit that arrived while this tick ran found the old due time and could not
+            // bring the next tick forward: it is brought forward now (no lock held here).
+            if slot.border.lock().as_ref().is_some_and(|b| b.adoption_waiting()) {
+                let interval = slot.region.lock().interval_us();
+                border::hurry(shared, &slot, id, interval);
+            }
         }
     }
 }
