@@ -660,7 +660,12 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
             tracing::debug!(target: "freeze", region = %id, round = rounds, cut_us, "round cut");
         }
         match m.take_copy() {
-            Some(migrate::CopyJob::Snapshot) => copy_off_tick(shared, id, m.id(), OffTick::Snapshot(region.clone())),
+            Some(migrate::CopyJob::Snapshot) => {
+                let cloned = Instant::now();
+                let copy = region.clone();
+                tracing::debug!(target: "freeze", region = %id, us = cloned.elapsed().as_micros() as u64, "region cloned for a full copy");
+                copy_off_tick(shared, id, m.id(), OffTick::Snapshot(copy))
+            }
             Some(migrate::CopyJob::Delta(d)) => copy_off_tick(shared, id, m.id(), OffTick::Delta(d)),
             None => {}
         }
