@@ -414,7 +414,9 @@ mod tests {
         assert!(seen.len() < 300 && view.has_backlog(), "the budget held {} back", 300 - seen.len());
         // The next tick moves some of the held-back objects and some already sent.
         let moved: Vec<Entity> = (1..=300).step_by(7).map(|i| object(i, 129.0, 128.0)).collect();
-        assert!(moved.iter().any(|e| seen.contains(&e.id.0)) && moved.iter().any(|e| !seen.contains(&e.id.0)));
+        assert!(
+            moved.iter().any(|e| seen.contains(&e.id.0)) && moved.iter().any(|e| !seen.contains(&e.id.0))
+        );
         let second = TickOutput {
             tick: 2,
             changes: moved

@@ -548,7 +548,10 @@ pub(crate) fn background(f: impl FnOnce() + Send + 'static) -> tokio::sync::ones
 
 /// Runs `f` on a thread of its own, at a lower CPU priority when `lower` (see [`background`]);
 /// at the normal priority for work something urgent waits on.
-pub(crate) fn off_thread(lower: bool, f: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+pub(crate) fn off_thread(
+    lower: bool,
+    f: impl FnOnce() + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let work = std::sync::Arc::new(parking_lot::Mutex::new(Some(f)));
     let theirs = work.clone();

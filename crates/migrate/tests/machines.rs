@@ -197,7 +197,9 @@ fn a_large_round_is_never_the_final_one_and_is_left_to_the_caller_to_encode() {
     assert!(raw > 256 * 1024, "{raw} raw bytes");
     s.on_tick_boundary(30_001, &r);
     assert_eq!(s.phase(), Phase::Copying, "a round of {raw} raw bytes is not frozen on");
-    let Some(migrate::CopyJob::Delta(d)) = s.take_copy() else { panic!("a large round is encoded off the tick") };
+    let Some(migrate::CopyJob::Delta(d)) = s.take_copy() else {
+        panic!("a large round is encoded off the tick")
+    };
     assert_eq!(d.generation, r.generation());
     assert!(s.poll_transmit().is_none(), "nothing sent until the caller's copy is ready");
     // The region ticks on meanwhile; the round goes out when the caller has encoded it.
