@@ -13,6 +13,10 @@ pub const RESERVED_EXPORT_PREFIX: &str = "__terrane_";
 /// Export name the loader gives the script's memory.
 pub const MEMORY_EXPORT: &str = "__terrane_memory";
 
+/// Export name of the global the loader adds to every module: the mask of memory chunks the
+/// script wrote since the host last looked (not script state: never captured or hashed).
+pub const WRITES_EXPORT: &str = "__terrane_writes";
+
 /// Export name the loader gives the mutable global with this index.
 pub fn global_export_name(index: u32) -> String {
     format!("{RESERVED_EXPORT_PREFIX}global_{index}")

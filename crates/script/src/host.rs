@@ -17,6 +17,7 @@ use crate::limits::{
 };
 use crate::state::{Listen, ScriptVars, Timer};
 use crate::view::{Pose, Sensed, SensorKinds, WorldView};
+use crate::writes::chunk_bits;
 
 /// A host call made with bad arguments: the script's fault, so the script stops.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,9 @@ pub(crate) struct HostState {
     pub own_text: Option<String>,
     /// Scratch space for sensor results, kept to avoid allocating per query.
     pub sensed: Vec<Sensed>,
+    /// Memory chunks host calls wrote since the script last took its writes (the module's
+    /// own stores mark theirs in its write-mask global; see `crate::writes`).
+    pub writes: u64,
 }
 
 impl HostState {
@@ -93,6 +97,7 @@ impl HostState {
             own: None,
             own_text: None,
             sensed: Vec::new(),
+            writes: 0,
         }
     }
 
@@ -186,8 +191,15 @@ fn read_str<'a>(mem: &'a [u8], ptr: i32, len: i32, max: usize, call: &str) -> wa
     std::str::from_utf8(&mem[r]).map_err(|_| bad(format!("{call}: text is not UTF-8")))
 }
 
-fn write_f32s(mem: &mut [u8], ptr: i32, values: &[f32], call: &str) -> wasmtime::Result<()> {
+fn write_f32s(
+    mem: &mut [u8],
+    writes: &mut u64,
+    ptr: i32,
+    values: &[f32],
+    call: &str,
+) -> wasmtime::Result<()> {
     let r = range(mem.len(), ptr, (values.len() * 4) as i32, values.len() * 4, call)?;
+    *writes |= chunk_bits(&r);
     for (dst, v) in mem[r].chunks_exact_mut(4).zip(values) {
         dst.copy_from_slice(&v.to_le_bytes());
     }
@@ -287,19 +299,23 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker.func_wrap(m, "get_pos", |mut c: Caller<'_, HostState>, out: i32| {
         let (mem, st) = split(&mut c)?;
-        write_f32s(mem, out, &st.pose()?.pos.to_array(), "get_pos")
+        let values = st.pose()?.pos.to_array();
+        write_f32s(mem, &mut st.writes, out, &values, "get_pos")
     })?;
     linker.func_wrap(m, "get_rot", |mut c: Caller<'_, HostState>, out: i32| {
         let (mem, st) = split(&mut c)?;
-        write_f32s(mem, out, &st.pose()?.rot.to_array(), "get_rot")
+        let values = st.pose()?.rot.to_array();
+        write_f32s(mem, &mut st.writes, out, &values, "get_rot")
     })?;
     linker.func_wrap(m, "get_vel", |mut c: Caller<'_, HostState>, out: i32| {
         let (mem, st) = split(&mut c)?;
-        write_f32s(mem, out, &st.pose()?.vel.to_array(), "get_vel")
+        let values = st.pose()?.vel.to_array();
+        write_f32s(mem, &mut st.writes, out, &values, "get_vel")
     })?;
     linker.func_wrap(m, "get_scale", |mut c: Caller<'_, HostState>, out: i32| {
         let (mem, st) = split(&mut c)?;
-        write_f32s(mem, out, &st.pose()?.scale.to_array(), "get_scale")
+        let values = st.pose()?.scale.to_array();
+        write_f32s(mem, &mut st.writes, out, &values, "get_scale")
     })?;
     linker.func_wrap(m, "set_pos", |mut c: Caller<'_, HostState>, x: f32, y: f32, z: f32| {
         finite(&[x, y, z], "set_pos")?;
@@ -354,8 +370,11 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             let n = text.len().min(cap.max(0) as usize);
             let r = range(mem.len(), out, n as i32, MAX_TEXT_BYTES.max(n), "get_text")?;
+            let bits = chunk_bits(&r);
             mem[r].copy_from_slice(&text.as_bytes()[..n]);
-            Ok(text.len() as i32)
+            let len = text.len() as i32;
+            st.writes |= bits;
+            Ok(len)
         },
     )?;
     linker.func_wrap(m, "set_text", |mut c: Caller<'_, HostState>, p: i32, l: i32| {
@@ -419,6 +438,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 a.pos.distance(origin).total_cmp(&b.pos.distance(origin)).then(a.id.cmp(&b.id))
             });
             found.truncate(max);
+            st.writes |= chunk_bits(&(area.start..area.start + found.len() * SENSOR_RECORD_BYTES));
             for (s, rec) in found.iter().zip(mem[area].chunks_exact_mut(SENSOR_RECORD_BYTES)) {
                 rec[0..8].copy_from_slice(&s.id.0.to_le_bytes());
                 rec[8..12].copy_from_slice(&(if s.avatar { 1u32 } else { 2u32 }).to_le_bytes());
@@ -461,6 +481,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (mem, st) = split(&mut c)?;
             let n = st.payload.len().min(cap.max(0) as usize);
             let r = range(mem.len(), out, n as i32, MAX_MESSAGE_BYTES, "read_event")?;
+            st.writes |= chunk_bits(&r);
             mem[r].copy_from_slice(&st.payload[..n]);
             Ok(st.payload.len() as i32)
         },

@@ -23,6 +23,7 @@ pub mod module;
 pub mod script;
 pub mod state;
 pub mod view;
+mod writes;
 
 pub use batch::{run_batch, BatchReport, ScriptEffects};
 pub use bench::{bench, BenchReport};

@@ -5,13 +5,15 @@
 //! [`MAX_TABLES`] small tables, no start function, and no instruction that changes state the
 //! migration does not carry (table mutation, passive segment drops). Accepted modules are
 //! rewritten to export their memory and every mutable global under reserved names, because the
-//! host can only read and restore what a module exports.
+//! host can only read and restore what a module exports, and to mark the memory chunks each
+//! store writes (see [`crate::writes`]).
 
 use std::ops::Range;
 
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasmparser::{Encoding, ExternalKind, Operator, Parser, Payload, TypeRef, ValType};
 
-use crate::abi::{self, Handler, IMPORT_MODULE, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
+use crate::abi::{self, Handler, IMPORT_MODULE, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, WRITES_EXPORT};
 use crate::limits::{MAX_MODULE_BYTES, MAX_MUTABLE_GLOBALS, MAX_TABLES, MAX_TABLE_ELEMENTS};
 
 /// Why a module was refused.
@@ -57,6 +59,9 @@ pub enum LoadError {
     Compile(String),
 }
 
+const GLOBAL_SECTION: u8 = 6;
+const CODE_SECTION: u8 = 10;
+
 /// What the loader learnt about an accepted module.
 #[derive(Clone, Debug, Default)]
 pub struct ModuleInfo {
@@ -87,6 +92,15 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
     let mut memories = 0u32;
     let mut tables = 0u32;
     let mut func_index = 0u32;
+    // For the store instrumentation: parameter counts of the function types, the type of each
+    // defined function, the number of globals (the mask is the next one) and the function
+    // bodies, rewritten.
+    let mut type_params: Vec<u32> = Vec::new();
+    let mut func_types: Vec<u32> = Vec::new();
+    let mut globals = 0u32;
+    let mut global_section = wasm_encoder::GlobalSection::new();
+    let mut code = wasm_encoder::CodeSection::new();
+    let mut body_index = 0usize;
 
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(invalid)?;
@@ -157,7 +171,21 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
                 }
             }
             Payload::TagSection(_) => return Err(LoadError::Unsupported("exception tags")),
+            Payload::TypeSection(reader) => {
+                for ty in reader.clone().into_iter_err_on_gc_types() {
+                    type_params.push(ty.map_err(invalid)?.params().len() as u32);
+                }
+            }
+            Payload::FunctionSection(reader) => {
+                for ty in reader.clone() {
+                    func_types.push(ty.map_err(invalid)?);
+                }
+            }
             Payload::GlobalSection(reader) => {
+                globals = reader.count();
+                RoundtripReencoder
+                    .parse_global_section(&mut global_section, reader.clone())
+                    .map_err(|e| LoadError::Invalid(e.to_string()))?;
                 for (index, global) in reader.clone().into_iter().enumerate() {
                     let g = global.map_err(invalid)?;
                     if !g.ty.mutable {
@@ -197,6 +225,14 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
                         return Err(LoadError::ForbiddenInstruction { func: func_index, op });
                     }
                 }
+                let params =
+                    func_types
+                        .get(body_index)
+                        .and_then(|&t| type_params.get(t as usize))
+                        .copied()
+                        .ok_or_else(|| LoadError::Invalid(format!("function {func_index} has no type")))?;
+                code.function(&crate::writes::instrument(body, params, globals).map_err(LoadError::Invalid)?);
+                body_index += 1;
                 func_index += 1;
             }
             Payload::ModuleSection { .. }
@@ -227,8 +263,17 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
     let insert_at = export_at.unwrap_or_else(|| {
         sections.iter().position(|(id, _)| matches!(id, 8..=12)).unwrap_or(sections.len())
     });
+    // The write mask: one more global, after the module's own (none are imported).
+    let had_globals = sections.iter().any(|(id, _)| *id == GLOBAL_SECTION);
+    global_section.global(
+        wasm_encoder::GlobalType { val_type: wasm_encoder::ValType::I64, mutable: true, shared: false },
+        &wasm_encoder::ConstExpr::i64_const(0),
+    );
     let mut out = wasm_encoder::Module::new();
     let emit_exports = |out: &mut wasm_encoder::Module| {
+        if !had_globals {
+            out.section(&global_section);
+        }
         let mut section = wasm_encoder::ExportSection::new();
         for (name, kind, index) in &exports {
             section.export(name, export_kind(*kind), *index);
@@ -237,16 +282,25 @@ pub fn prepare(wasm: &[u8]) -> Result<(Vec<u8>, ModuleInfo), LoadError> {
         for (index, _) in &info.mutable_globals {
             section.export(&abi::global_export_name(*index), wasm_encoder::ExportKind::Global, *index);
         }
+        section.export(WRITES_EXPORT, wasm_encoder::ExportKind::Global, globals);
         out.section(&section);
     };
     for (i, (id, range)) in sections.iter().enumerate() {
         if i == insert_at {
             emit_exports(&mut out);
         }
-        if export_at == Some(i) {
-            continue;
+        match *id {
+            _ if export_at == Some(i) => {}
+            GLOBAL_SECTION => {
+                out.section(&global_section);
+            }
+            CODE_SECTION => {
+                out.section(&code);
+            }
+            id => {
+                out.section(&wasm_encoder::RawSection { id, data: &wasm[range.clone()] });
+            }
         }
-        out.section(&wasm_encoder::RawSection { id: *id, data: &wasm[range.clone()] });
     }
     if insert_at == sections.len() {
         emit_exports(&mut out);

@@ -133,16 +133,24 @@ impl ChunkTracker {
         }
     }
 
-    fn refresh(&mut self, memory: &[u8], version: u64) {
+    /// Brings the hashes and stamps to `memory` as it is at `version`. `written` marks every
+    /// chunk written since the last refresh (it may mark more): only those are hashed.
+    fn refresh(&mut self, memory: &[u8], version: u64, written: u64) {
         match &mut self.hashes {
             Some(_) if self.at_version == version => {}
             Some(hashes) => {
-                for (i, h) in hash_chunks(memory).into_iter().enumerate() {
+                for i in crate::writes::chunks_in(written) {
+                    let h = xxhash_rust::xxh3::xxh3_64(&memory[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES]);
                     if hashes[i] != h {
                         hashes[i] = h;
                         self.stamps[i] = version;
                     }
                 }
+                debug_assert_eq!(
+                    *hashes,
+                    hash_chunks(memory),
+                    "a memory chunk changed without its write being marked"
+                );
             }
             None => {
                 self.hashes = Some(hash_chunks(memory));
@@ -168,6 +176,8 @@ pub struct Script {
     store: Store<HostState>,
     memory: Memory,
     globals: Vec<Global>,
+    /// The loader's write-mask global (see `crate::writes`).
+    writes: Global,
     handlers: Handlers,
     version: u64,
     chunks: ChunkTracker,
@@ -237,6 +247,8 @@ impl Script {
             let name = abi::global_export_name(*index);
             globals.push(instance.get_global(&mut store, &name).ok_or_else(|| missing(&name))?);
         }
+        let writes =
+            instance.get_global(&mut store, abi::WRITES_EXPORT).ok_or_else(|| missing(abi::WRITES_EXPORT))?;
         let mut h = Handlers::default();
         let info = &module.info;
         macro_rules! bind {
@@ -262,6 +274,7 @@ impl Script {
             store,
             memory,
             globals,
+            writes,
             handlers: h,
             version: 0,
             chunks,
@@ -512,9 +525,29 @@ impl Script {
         Ok(())
     }
 
+    /// The chunks written since the last call, by the module's stores and by host calls.
+    fn take_writes(&mut self) -> u64 {
+        let own = match self.writes.get(&mut self.store) {
+            Val::I64(mask) => mask as u64,
+            // The loader declares it i64; anything else would be a loader bug: hash it all.
+            _ => crate::writes::ALL,
+        };
+        if own != 0 {
+            // The loader made it a mutable i64, so setting it cannot fail; if it did, the
+            // bits would only be hashed again next time.
+            let _ = self.writes.set(&mut self.store, Val::I64(0));
+        }
+        own | std::mem::take(&mut self.store.data_mut().writes)
+    }
+
+    fn refresh_chunks(&mut self) {
+        let written = self.take_writes();
+        self.chunks.refresh(self.memory.data(&self.store), self.version, written);
+    }
+
     /// The whole state, for a migration's first round, a checkpoint or the state hash.
     pub fn capture(&mut self) -> ScriptState {
-        self.chunks.refresh(self.memory.data(&self.store), self.version);
+        self.refresh_chunks();
         ScriptState {
             id: self.id,
             object: self.object(),
@@ -529,7 +562,7 @@ impl Script {
     /// What changed since `version` (a version the receiver holds): memory chunks whose
     /// content changed since then, and globals and vars in full.
     pub fn delta_since(&mut self, version: u64) -> ScriptDelta {
-        self.chunks.refresh(self.memory.data(&self.store), self.version);
+        self.refresh_chunks();
         let memory = self.memory.data(&self.store);
         let chunks = (0..CHUNKS)
             .filter(|&i| self.chunks.stamps[i] > version)

@@ -140,3 +140,12 @@ fn the_same_module_is_compiled_once_and_cached_on_disk_for_restarts() {
     assert_eq!(s.listens().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn atomic_instructions_are_refused() {
+    // Their writes would escape the loader's write tracking; scripts have no threads anyway.
+    let e = engine();
+    let wat = r#"(module (memory 1 1)
+      (func (export "touch") (param i64) (i32.atomic.store (i32.const 0) (i32.const 1))))"#;
+    assert!(e.load(wat.as_bytes()).is_err());
+}

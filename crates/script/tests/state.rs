@@ -186,3 +186,57 @@ fn a_damaged_state_is_refused_not_applied() {
     state.globals[0] = script::GlobalValue::F64(0);
     assert!(matches!(s.apply_state(&state), Err(StateError::GlobalType { index: 0, .. })));
 }
+
+/// Writes memory every way a script can: stores of each width (one across a chunk boundary,
+/// one through an offset), a vector store, memory.fill and memory.copy, and host calls that
+/// write into memory (`get_pos`, `read_event`).
+const EVERY_WRITE: &str = r#"(module
+  (import "terrane" "get_pos" (func $get_pos (param i32)))
+  (import "terrane" "read_event" (func $read_event (param i32 i32) (result i32)))
+  (memory 1 1)
+  (func (export "touch") (param $who i64)
+    (i32.store (i32.const 1022) (i32.const -1))
+    (i64.store8 offset=5000 (i32.const 0) (i64.const 7))
+    (f64.store (i32.const 20000) (f64.const 1.5))
+    (v128.store (i32.const 65520) (v128.const i32x4 1 2 3 4))
+    (memory.fill (i32.const 30000) (i32.const 9) (i32.const 3000))
+    (memory.copy (i32.const 40000) (i32.const 1022) (i32.const 8))
+    (call $get_pos (i32.const 50000)))
+  (func (export "message") (param $from i64) (param $len i32)
+    (drop (call $read_event (i32.const 60000) (local.get $len)))))"#;
+
+#[test]
+fn every_kind_of_memory_write_reaches_the_next_delta() {
+    let e = engine();
+    let m = e.load(EVERY_WRITE.as_bytes()).expect("load");
+    let mut s = new_script(&m, 0);
+    let v = view(1);
+    let changed = |before: &[u8], after: &[u8]| -> Vec<u8> {
+        let n = script::limits::CHUNK_BYTES;
+        (0..before.len() / n)
+            .filter(|&i| before[i * n..(i + 1) * n] != after[i * n..(i + 1) * n])
+            .map(|i| i as u8)
+            .collect()
+    };
+    let base = s.capture();
+
+    s.enqueue(Event::Touch { toucher: EntityId(5) });
+    s.run_tick(&v, TickBudget::UNLIMITED);
+    let expected = changed(&base.memory, s.memory());
+    // 1022..1026 spans chunks 0 and 1; 5000, 20000, 30000..33000, 40000, 50000 and 65520.
+    assert_eq!(expected.len(), 11, "{expected:?}");
+    let d = s.delta_since(base.version);
+    assert_eq!(d.chunks.iter().map(|c| c.index).collect::<Vec<_>>(), expected);
+
+    let mid = s.capture();
+    s.enqueue(Event::Message { sender: EntityId(3), bytes: b"written by the host".to_vec() });
+    s.run_tick(&v, TickBudget::UNLIMITED);
+    let expected = changed(&mid.memory, s.memory());
+    assert_eq!(expected, vec![(60000 / script::limits::CHUNK_BYTES) as u8]);
+    let d = s.delta_since(mid.version);
+    assert_eq!(d.chunks.iter().map(|c| c.index).collect::<Vec<_>>(), expected);
+
+    let mut copy = base.clone();
+    copy.apply(&s.delta_since(base.version)).expect("apply");
+    assert_eq!(copy.state_hash(), s.state_hash());
+}
