@@ -768,6 +768,14 @@ impl Net {
         // Keep answering the target's questions about the outcome for a while.
         let deadline = tokio::time::Instant::now() + Duration::from_micros(KEEP_FINISHED_US);
         let mut source = slot.migration.lock().take();
+        if self.host.slot(region).ok().is_none_or(|live| !Arc::ptr_eq(&live, &slot)) {
+            // The region left this host: free its script instances now, not after the wait
+            // below (a few thousand are hundreds of MiB of pooled memory, which the next
+            // incoming migration would otherwise find taken), and not on an async worker.
+            let departed = std::mem::take(&mut *slot.scripts.lock());
+            tokio::task::spawn_blocking(move || drop(departed));
+        }
+        drop(slot);
         while let Some(s) = source.as_mut() {
             let now = self.host.now_us();
             for msg in std::iter::from_fn(|| s.poll_transmit()) {

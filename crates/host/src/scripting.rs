@@ -37,6 +37,10 @@ pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
 pub const SCRIPT_BUDGET_SHARE: f64 = 0.25;
 /// Ticks over which script events per second and script time are averaged.
 pub const SCRIPT_STATS_WINDOW: usize = 256;
+/// Fewest scripts with work in a tick for the pass to hand them to the script pool. Handing
+/// over wakes the pool's threads and waits for them, which on a busy machine costs more than
+/// running a few events; most ticks have none due at all.
+pub const MIN_PARALLEL_SCRIPTS: usize = 64;
 /// Most stopped scripts a region's statistics list (the count covers them all).
 pub const MAX_LISTED_STOPPED_SCRIPTS: usize = 32;
 /// The error kind of a record that cannot run on this host (module refused, state unreadable).
@@ -476,11 +480,18 @@ impl RegionScripts {
     /// scripts, drops those whose records are gone. Records and live instances are both in id
     /// order, so this is one merge.
     fn reconcile(&mut self, host: &ScriptHost, region: &Region) {
-        let same = self.live.len() + self.broken.len() == region.script_count()
-            && region.scripts().all(|r| {
-                self.broken.contains_key(&r.id)
-                    || self.live.binary_search_by_key(&r.id.0, |s| s.id().0).is_ok()
-            });
+        // Every tick asks this: one walk of both id-ordered lists, no searching.
+        let same = self.live.len() + self.broken.len() == region.script_count() && {
+            let mut live = self.live.iter().map(|s| s.id().0).peekable();
+            region.scripts().all(|r| {
+                if live.peek() == Some(&r.id.0) {
+                    live.next();
+                    true
+                } else {
+                    self.broken.contains_key(&r.id)
+                }
+            })
+        };
         if same {
             return;
         }
@@ -615,15 +626,21 @@ impl ScriptPass for Pass<'_> {
         }
         let view = RegionView::new(region);
         let now_ms = view.now_ms();
+        let mut due = 0;
         for (s, m) in rs.live.iter().zip(rs.meta.iter_mut()) {
             if s.queued() > 0 || s.timer().is_some_and(|t| now_ms >= t.next_due_ms) {
                 m.dirty = true;
+                due += 1;
             }
         }
         let budget = self.host.budget(region.interval_us());
         // Only a batch stops scripts: those stopped by this one are reported, once.
         let had_error: Vec<bool> = rs.live.iter().map(|s| s.error().is_some()).collect();
-        let batch = run_batch(Some(&self.host.pool), &mut rs.live, &view, budget);
+        // The same results either way (scripts share nothing); the pool only when it can
+        // run enough in parallel to pay for waking it.
+        let pool = &self.host.pool;
+        let pool = (due >= MIN_PARALLEL_SCRIPTS && pool.current_num_threads() > 1).then_some(pool);
+        let batch = run_batch(pool, &mut rs.live, &view, budget);
         self.report.events = batch.events;
         self.report.deferred = batch.deferred;
         for (s, had) in rs.live.iter().zip(had_error) {
