@@ -178,8 +178,7 @@ impl Region {
             return None;
         }
         let entities = members.iter().filter_map(|id| self.entities.get(id).cloned()).collect();
-        let scripts =
-            self.scripts.records.values().filter(|r| members.contains(&r.object)).cloned().collect();
+        let scripts = self.scripts().filter(|r| members.contains(&r.object)).cloned().collect();
         Some(UnitParts { root, entities, scripts })
     }
 }

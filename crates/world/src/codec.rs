@@ -360,7 +360,7 @@ impl Region {
         let entities = s.entities;
         check_links(&entities).map_err(CodecError::Invalid)?;
         s.scripts.validate(s.generation).map_err(CodecError::Invalid)?;
-        check_script_objects(s.scripts.records.values(), |id| entities.get(&id))
+        check_script_objects(s.scripts.records.values().map(|r| &**r), |id| entities.get(&id))
             .map_err(CodecError::Invalid)?;
         let avatars = entities.values().filter(|e| e.is_avatar()).count();
         if s.border.len() > MAX_BORDER_STATE_BYTES || s.border_gen > s.generation {
@@ -486,7 +486,7 @@ impl Region {
         }
         for r in patched {
             self.script_tombstones.remove(&r.id);
-            self.scripts.records.insert(r.id, r);
+            self.scripts.records.insert(r.id, std::sync::Arc::new(r));
         }
         if let Some((gen, state)) = &d.border {
             self.border_gen = *gen;
@@ -547,7 +547,7 @@ impl Region {
         let mut patched = Vec::with_capacity(d.scripts.len());
         for p in &d.scripts {
             let r = p
-                .apply_to(d.base, self.scripts.records.get(&p.id))
+                .apply_to(d.base, self.script(p.id))
                 .ok_or("a script patch does not match the replica's record")?;
             if !has_module(r.module) {
                 return Err("a script runs a module the region does not hold");
@@ -567,10 +567,9 @@ impl Region {
         };
         let script_removed = |id: ScriptId| d.scripts_removed.binary_search_by_key(&id, |r| r.0).is_ok();
         check_script_objects(patched.iter(), entity_after)?;
-        let untouched =
-            self.scripts.records.values().filter(|r| {
-                !script_removed(r.id) && d.scripts.binary_search_by_key(&r.id, |p| p.id).is_err()
-            });
+        let untouched = self
+            .scripts()
+            .filter(|r| !script_removed(r.id) && d.scripts.binary_search_by_key(&r.id, |p| p.id).is_err());
         check_script_objects(untouched, entity_after)?;
         Ok(patched)
     }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::f32::consts::PI;
+use std::sync::Arc;
 
 use glam::{Quat, Vec3};
 
@@ -165,17 +166,17 @@ impl Region {
 
     /// Script records by id.
     pub fn scripts(&self) -> impl Iterator<Item = &ScriptRecord> {
-        self.scripts.records.values()
+        self.scripts.records.values().map(|r| &**r)
     }
     pub fn script(&self, id: ScriptId) -> Option<&ScriptRecord> {
-        self.scripts.records.get(&id)
+        self.scripts.records.get(&id).map(|r| &**r)
     }
     pub fn script_count(&self) -> usize {
         self.scripts.records.len()
     }
     /// The scripts in one object, by id.
     pub fn scripts_of(&self, object: EntityId) -> impl Iterator<Item = &ScriptRecord> {
-        self.scripts.records.values().filter(move |r| r.object == object)
+        self.scripts().filter(move |r| r.object == object)
     }
     /// The bytes of a module the region holds.
     pub fn module(&self, hash: ModuleHash) -> Option<&[u8]> {
@@ -617,7 +618,7 @@ impl Region {
                 c.gen = stamp.gen;
             }
             self.script_tombstones.remove(&r.id);
-            self.scripts.records.insert(r.id, r);
+            self.scripts.records.insert(r.id, Arc::new(r));
         }
         for root in roots {
             self.place_riders(root, stamp);
@@ -665,7 +666,7 @@ impl Region {
         self.script_tombstones.remove(&id);
         self.scripts.records.insert(
             id,
-            ScriptRecord {
+            Arc::new(ScriptRecord {
                 id,
                 object,
                 module,
@@ -675,7 +676,7 @@ impl Region {
                 chunks: vec![MemoryChunk { gen, bytes: Vec::new() }; SCRIPT_CHUNKS],
                 control: Vec::new(),
                 control_gen: gen,
-            },
+            }),
         );
         Ok(id)
     }
@@ -748,7 +749,8 @@ impl Region {
         }
         for update in outcome.updates {
             // A script whose object was deleted by this tick's effects is gone already.
-            let Some(r) = self.scripts.records.get_mut(&update.id) else { continue };
+            // Copied here if a full copy of the region still shares it.
+            let Some(r) = self.scripts.records.get_mut(&update.id).map(Arc::make_mut) else { continue };
             let mut changed = false;
             for (index, bytes) in update.chunks {
                 let Some(chunk) = r.chunks.get_mut(usize::from(index)) else { continue };

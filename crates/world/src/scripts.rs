@@ -4,6 +4,7 @@
 //! what snapshots, deltas and the state hash carry, so a migration moves scripts for free.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use glam::{Quat, Vec3};
 use serde::{Deserialize, Serialize};
@@ -177,9 +178,13 @@ pub struct Template {
 }
 
 /// The script side of a region's state.
+///
+/// Records are shared between copies of a region (`Arc`, copied on write): a full copy for a
+/// migration or a checkpoint is taken on the tick thread, and must not copy every script's
+/// memory to do it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScriptTable {
-    pub(crate) records: BTreeMap<ScriptId, ScriptRecord>,
+    pub(crate) records: BTreeMap<ScriptId, Arc<ScriptRecord>>,
     pub(crate) modules: BTreeMap<ModuleHash, ModuleBlob>,
     pub(crate) templates: BTreeMap<String, Template>,
 }
