@@ -177,7 +177,7 @@ impl Region {
         if members.is_empty() {
             return None;
         }
-        let entities = members.iter().filter_map(|id| self.entities.get(id).cloned()).collect();
+        let entities = members.iter().filter_map(|id| self.entity(*id).cloned()).collect();
         let scripts = self.scripts().filter(|r| members.contains(&r.object)).cloned().collect();
         Some(UnitParts { root, entities, scripts })
     }

@@ -7,6 +7,7 @@
 //! truncated, corrupted or foreign bytes are refused before they are parsed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_64;
@@ -97,7 +98,7 @@ struct StateRef<'a> {
     next_serial: u32,
     terrain: &'a Terrain,
     #[serde(serialize_with = "values_in_order")]
-    entities: &'a BTreeMap<EntityId, Entity>,
+    entities: &'a BTreeMap<EntityId, Arc<Entity>>,
     scripts: &'a ScriptTable,
     border_gen: u64,
     #[serde(with = "crate::scripts::raw_bytes")]
@@ -112,16 +113,18 @@ struct SnapshotRef<'a> {
     script_tombstones: &'a BTreeMap<ScriptId, u64>,
 }
 
-fn values_in_order<S: Serializer>(m: &BTreeMap<EntityId, Entity>, s: S) -> Result<S::Ok, S::Error> {
+fn values_in_order<S: Serializer>(m: &BTreeMap<EntityId, Arc<Entity>>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(m.values())
 }
 
 /// Reads the entity sequence straight into the table (no intermediate vector to grow, copy
 /// and sort), refusing ids that are not strictly increasing.
-fn entities_in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<EntityId, Entity>, D::Error> {
+fn entities_in_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<EntityId, Arc<Entity>>, D::Error> {
     struct V;
     impl<'de> serde::de::Visitor<'de> for V {
-        type Value = BTreeMap<EntityId, Entity>;
+        type Value = BTreeMap<EntityId, Arc<Entity>>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("entities in increasing id order")
         }
@@ -136,7 +139,7 @@ fn entities_in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<
                     return Err(serde::de::Error::custom("more than MAX_ENTITIES entities"));
                 }
                 last = Some(e.id);
-                map.insert(e.id, e);
+                map.insert(e.id, Arc::new(e));
             }
             Ok(map)
         }
@@ -154,7 +157,7 @@ struct Snapshot {
     next_serial: u32,
     terrain: Terrain,
     #[serde(deserialize_with = "entities_in_order")]
-    entities: BTreeMap<EntityId, Entity>,
+    entities: BTreeMap<EntityId, Arc<Entity>>,
     scripts: ScriptTable,
     border_gen: u64,
     #[serde(with = "crate::scripts::raw_bytes")]
@@ -360,7 +363,7 @@ impl Region {
         let entities = s.entities;
         check_links(&entities).map_err(CodecError::Invalid)?;
         s.scripts.validate(s.generation).map_err(CodecError::Invalid)?;
-        check_script_objects(s.scripts.records.values().map(|r| &**r), |id| entities.get(&id))
+        check_script_objects(s.scripts.records.values().map(|r| &**r), |id| entities.get(&id).map(|e| &**e))
             .map_err(CodecError::Invalid)?;
         let avatars = entities.values().filter(|e| e.is_avatar()).count();
         if s.border.len() > MAX_BORDER_STATE_BYTES || s.border_gen > s.generation {
@@ -391,10 +394,10 @@ impl Region {
     /// The entities stamped after `base`, in id order: from the index of recent changes when
     /// it reaches back that far, else by a scan of every entity.
     fn changed_since(&self, base: u64) -> Vec<Entity> {
-        let scan = || self.entities.values().filter(|e| e.gen > base).cloned().collect::<Vec<_>>();
+        let scan = || self.entities().filter(|e| e.gen > base).cloned().collect::<Vec<_>>();
         let Some(ids) = self.recent.since(base) else { return scan() };
         let rows: Vec<Entity> =
-            ids.iter().filter_map(|id| self.entities.get(id)).filter(|e| e.gen > base).cloned().collect();
+            ids.iter().filter_map(|id| self.entity(*id)).filter(|e| e.gen > base).cloned().collect();
         debug_assert_eq!(rows, scan(), "the index of recent changes missed a change");
         rows
     }
@@ -468,7 +471,7 @@ impl Region {
         }
         for e in &d.entities {
             self.tombstones.remove(&e.id);
-            self.entities.insert(e.id, e.clone());
+            self.entities.insert(e.id, Arc::new(e.clone()));
         }
         for p in &d.terrain {
             self.terrain.apply_patch(p);
@@ -510,7 +513,7 @@ impl Region {
         let after = |id: EntityId| match updated(id) {
             Some(e) => Some(e),
             None if removed(id) => None,
-            None => self.entities.get(&id),
+            None => self.entity(id),
         };
         let valid_root = |p: EntityId| {
             after(p).is_some_and(|root| root.parent.is_none() && matches!(root.kind, Kind::Object(_)))
@@ -563,7 +566,7 @@ impl Region {
         let entity_after = |id: EntityId| match updated(id) {
             Some(e) => Some(e),
             None if removed(id) => None,
-            None => self.entities.get(&id),
+            None => self.entity(id),
         };
         let script_removed = |id: ScriptId| d.scripts_removed.binary_search_by_key(&id, |r| r.0).is_ok();
         check_script_objects(patched.iter(), entity_after)?;
@@ -591,7 +594,7 @@ pub enum DeltaApplyError {
 }
 
 /// Linksets reference roots that exist, are objects and are not children themselves.
-fn check_links(entities: &BTreeMap<EntityId, Entity>) -> Result<(), &'static str> {
+fn check_links(entities: &BTreeMap<EntityId, Arc<Entity>>) -> Result<(), &'static str> {
     for e in entities.values() {
         if let Some(p) = e.parent {
             match entities.get(&p) {

@@ -103,7 +103,7 @@ impl Touched {
         let entities = self
             .entities
             .iter()
-            .filter_map(|id| region.entities.get(id))
+            .filter_map(|id| region.entity(*id))
             .filter(|e| e.gen == g)
             .cloned()
             .collect();

@@ -61,7 +61,9 @@ pub struct Region {
     pub(crate) now_us: u64,
     pub(crate) next_serial: u32,
     pub(crate) terrain: Terrain,
-    pub(crate) entities: BTreeMap<EntityId, Entity>,
+    /// Rows are shared between copies of the region (`Arc`, copied on write), so a full copy
+    /// taken on the tick thread costs a reference per row, not a copy of every row.
+    pub(crate) entities: BTreeMap<EntityId, Arc<Entity>>,
     /// Deleted ids with the generation of their deletion, for deltas.
     pub(crate) tombstones: BTreeMap<EntityId, u64>,
     /// Tombstones older than this were pruned: deltas must start at or after it.
@@ -152,10 +154,10 @@ impl Region {
         &self.terrain
     }
     pub fn entity(&self, id: EntityId) -> Option<&Entity> {
-        self.entities.get(&id)
+        self.entities.get(&id).map(|e| &**e)
     }
     pub fn entities(&self) -> impl Iterator<Item = &Entity> {
-        self.entities.values()
+        self.entities.values().map(|e| &**e)
     }
     pub fn entity_count(&self) -> usize {
         self.entities.len()
@@ -276,7 +278,7 @@ impl Region {
                 continue;
             };
             out.changes.push(if e.body_gen == self.generation {
-                EntityChange::Full(e.clone())
+                EntityChange::Full(Entity::clone(e))
             } else {
                 EntityChange::Motion { id, pos: e.pos, rot: e.rot, vel: e.vel }
             });
@@ -450,7 +452,7 @@ impl Region {
                     return Err(InputError::LinkRefused(format!("{child} is not linked")));
                 };
                 let root_rot = self.entities[&root].rot;
-                let e = self.entities.get_mut(&child).expect("checked above");
+                let e = Arc::make_mut(self.entities.get_mut(&child).expect("checked above"));
                 e.parent = None;
                 e.pos = pos;
                 e.rot = root_rot * e.rot;
@@ -520,7 +522,7 @@ impl Region {
                 if self.held_towards(root).is_none() {
                     return Err(invalid(format!("{root} is not held at the border")));
                 }
-                let e = self.entities.get_mut(&root).expect("held, so present");
+                let e = Arc::make_mut(self.entities.get_mut(&root).expect("held, so present"));
                 for axis in 0..2 {
                     if e.pos[axis] < 0.0 || e.pos[axis] >= REGION_SIZE {
                         e.pos[axis] = e.pos[axis].clamp(0.0, REGION_SIZE - EDGE);
@@ -630,8 +632,9 @@ impl Region {
     fn place_riders(&mut self, root: EntityId, stamp: &mut Stamp) {
         let Some(r) = self.entities.get(&root) else { return };
         let target = r.pos + Vec3::Z * (r.scale.z * 0.5 + AVATAR_HALF_HEIGHT);
-        for e in self.entities.values_mut() {
-            if e.avatar().and_then(|a| a.seat) == Some(root) && e.pos != target {
+        for row in self.entities.values_mut() {
+            if row.avatar().and_then(|a| a.seat) == Some(root) && row.pos != target {
+                let e = Arc::make_mut(row);
                 e.pos = target;
                 stamp.motion(e);
             }
@@ -960,7 +963,7 @@ impl Region {
             return Err(InputError::LinkRefused("linkset has MAX_LINKSET_CHILDREN children".into()));
         }
         let inv = root_rot.inverse();
-        let e = self.entities.get_mut(&child).expect("checked above");
+        let e = Arc::make_mut(self.entities.get_mut(&child).expect("checked above"));
         e.pos = inv * (e.pos - root_pos);
         e.rot = inv * e.rot;
         e.vel = Vec3::ZERO;
@@ -980,7 +983,7 @@ impl Region {
         self.tombstones.remove(&e.id);
         e.gen = 0;
         stamp.body(&mut e);
-        self.entities.insert(e.id, e);
+        self.entities.insert(e.id, Arc::new(e));
     }
 
     fn remove(&mut self, id: EntityId, out: &mut TickOutput) {
@@ -1022,7 +1025,7 @@ impl Region {
             })
             .collect();
         for id in missing {
-            let e = self.entities.get_mut(&id).expect("just found");
+            let e = Arc::make_mut(self.entities.get_mut(&id).expect("just found"));
             if let Kind::Avatar(a) = &mut e.kind {
                 a.seat = None;
                 a.grounded = false;
@@ -1040,7 +1043,7 @@ impl Region {
     }
 
     fn object_mut(&mut self, id: EntityId) -> Result<&mut Entity, InputError> {
-        match self.entities.get_mut(&id) {
+        match self.entities.get_mut(&id).map(Arc::make_mut) {
             Some(e) if !e.is_avatar() => Ok(e),
             Some(_) => Err(InputError::NotAnObject(id)),
             None => Err(InputError::UnknownEntity(id)),
@@ -1048,7 +1051,7 @@ impl Region {
     }
 
     fn avatar_mut(&mut self, id: EntityId) -> Result<&mut Entity, InputError> {
-        match self.entities.get_mut(&id) {
+        match self.entities.get_mut(&id).map(Arc::make_mut) {
             Some(e) if e.is_avatar() => Ok(e),
             Some(_) => Err(InputError::NotAnAvatar(id)),
             None => Err(InputError::UnknownEntity(id)),
@@ -1069,34 +1072,34 @@ impl Region {
         let open = self.neighbours;
         let region = self.id;
         let mut seated: Vec<(EntityId, EntityId)> = Vec::new();
-        for e in self.entities.values_mut() {
-            if e.parent.is_none() && crate::border::outside(e.pos) {
+        for row in self.entities.values_mut() {
+            if row.parent.is_none() && crate::border::outside(row.pos) {
                 continue; // held at the border until the crossing is settled
             }
-            match &mut e.kind {
+            // A row is written (and copied, if a full copy still shares it) only if it moves.
+            let moved = match &row.kind {
                 Kind::Object(o) => {
-                    if e.parent.is_some() {
+                    let physical = o.physical;
+                    if row.parent.is_some() || at_rest(row, physical, terrain) {
                         continue;
                     }
-                    let physical = o.physical;
-                    if step_object(e, physical, terrain, dt, open) {
-                        stamp.motion(e);
-                    }
+                    step_object(Arc::make_mut(row), physical, terrain, dt, open)
                 }
                 Kind::Avatar(a) => {
                     if let Some(seat) = a.seat {
-                        seated.push((e.id, seat));
+                        seated.push((row.id, seat));
                         continue;
                     }
-                    if step_avatar(e, terrain, dt, open) {
-                        stamp.motion(e);
-                    }
+                    step_avatar(Arc::make_mut(row), terrain, dt, open)
                 }
+            };
+            if moved {
+                stamp.motion(Arc::make_mut(row));
             }
-            if e.parent.is_none() && crate::border::outside(e.pos) {
-                let (dx, dy) = crate::border::side(e.pos);
+            if row.parent.is_none() && crate::border::outside(row.pos) {
+                let (dx, dy) = crate::border::side(row.pos);
                 if let Some(to) = crate::border::offset(region, dx, dy) {
-                    out.leaving.push((e.id, to));
+                    out.leaving.push((row.id, to));
                 }
             }
         }
@@ -1105,7 +1108,7 @@ impl Region {
                 continue;
             };
             let target = s.pos + Vec3::Z * (s.scale.z * 0.5 + AVATAR_HALF_HEIGHT);
-            let e = self.entities.get_mut(&avatar).expect("collected above");
+            let e = Arc::make_mut(self.entities.get_mut(&avatar).expect("collected above"));
             if e.pos != target {
                 e.pos = target;
                 stamp.motion(e);
@@ -1114,12 +1117,18 @@ impl Region {
     }
 }
 
+/// Whether an object stays where it is this tick: still, and resting on the ground if it
+/// is physical.
+fn at_rest(e: &Entity, physical: bool, terrain: &Terrain) -> bool {
+    e.vel == Vec3::ZERO && (!physical || e.pos.z <= terrain.height_at(e.pos.x, e.pos.y) + e.scale.z * 0.5)
+}
+
 /// Returns whether the object moved.
 fn step_object(e: &mut Entity, physical: bool, terrain: &Terrain, dt: f32, open: Neighbours) -> bool {
-    let ground = |p: Vec3| terrain.height_at(p.x, p.y) + e.scale.z * 0.5;
-    if e.vel == Vec3::ZERO && (!physical || e.pos.z <= ground(e.pos)) {
+    if at_rest(e, physical, terrain) {
         return false;
     }
+    let ground = |p: Vec3| terrain.height_at(p.x, p.y) + e.scale.z * 0.5;
     let (old_pos, old_vel) = (e.pos, e.vel);
     if physical {
         e.vel.z -= GRAVITY * dt;
