@@ -641,6 +641,7 @@ impl Net {
             // Full copies are made off the tick thread (run_tick hands them over).
             let policy = Policy { copies_by_caller: true, ..policy };
             *m = Some(Source::start(id, region, placement.epoch, policy, now));
+            *slot.freeze_link.lock() = Some(peer.clone());
         }
         let (tx, rx) = mpsc::channel(MIGRATION_QUEUE);
         self.outgoing.lock().insert(id, tx);
@@ -768,6 +769,7 @@ impl Net {
         // Keep answering the target's questions about the outcome for a while.
         let deadline = tokio::time::Instant::now() + Duration::from_micros(KEEP_FINISHED_US);
         let mut source = slot.migration.lock().take();
+        slot.freeze_link.lock().take();
         if self.host.slot(region).ok().is_none_or(|live| !Arc::ptr_eq(&live, &slot)) {
             // The region left this host: free its script instances now, not after the wait
             // below (a few thousand are hundreds of MiB of pooled memory, which the next
