@@ -270,6 +270,24 @@ impl Host {
         Ok(())
     }
 
+    /// Runs a region's due tick on the calling thread, if no worker has taken it yet, instead of
+    /// waiting for a worker to wake: a migration's first tick at its target is inside the
+    /// freeze, and on a busy machine a sleeping worker can take milliseconds to run.
+    pub(crate) fn tick_here(&self, id: RegionId) {
+        let Some(slot) = self.shared.regions.read().get(&id).cloned() else { return };
+        let due = slot.due.load(Ordering::SeqCst);
+        {
+            let mut schedule = self.shared.schedule.lock();
+            let before = schedule.len();
+            schedule.retain(|Reverse(entry)| *entry != (due, id, slot.incarnation));
+            if schedule.len() == before {
+                return; // a worker has it already
+            }
+        }
+        let next = run_tick(&self.shared, id, &slot, due);
+        reschedule(&self.shared, id, &slot, next);
+    }
+
     /// Stops ticking a region and hands back its state at a tick boundary.
     pub fn unload(&self, id: RegionId) -> Result<Region, HostError> {
         self.unload_with_inputs(id).map(|(r, _)| r)
@@ -467,18 +485,25 @@ fn worker(shared: &Shared) {
             continue; // unloaded and loaded again, or brought forward: another entry ticks it
         }
         let next = run_tick(shared, id, &slot, due);
-        if shared.regions.read().get(&id).is_some_and(|s| s.incarnation == incarnation) {
-            let mut schedule = shared.schedule.lock();
-            slot.due.store(next, Ordering::SeqCst);
-            schedule.push(Reverse((next, id, incarnation)));
-            drop(schedule);
-            shared.wake.notify_one();
-            // A unit that arrived while this tick ran found the old due time and could not
-            // bring the next tick forward: it is brought forward now (no lock held here).
-            if slot.border.lock().as_ref().is_some_and(|b| b.adoption_waiting()) {
-                let interval = slot.region.lock().interval_us();
-                border::hurry(shared, &slot, id, interval);
-            }
+        reschedule(shared, id, &slot, next);
+    }
+}
+
+/// Puts a region that just ticked back in the schedule for its next tick (unless it was
+/// unloaded meanwhile).
+fn reschedule(shared: &Shared, id: RegionId, slot: &RegionSlot, next: u64) {
+    let incarnation = slot.incarnation;
+    if shared.regions.read().get(&id).is_some_and(|s| s.incarnation == incarnation) {
+        let mut schedule = shared.schedule.lock();
+        slot.due.store(next, Ordering::SeqCst);
+        schedule.push(Reverse((next, id, incarnation)));
+        drop(schedule);
+        shared.wake.notify_one();
+        // A unit that arrived while this tick ran found the old due time and could not
+        // bring the next tick forward: it is brought forward now (no lock held here).
+        if slot.border.lock().as_ref().is_some_and(|b| b.adoption_waiting()) {
+            let interval = slot.region.lock().interval_us();
+            border::hurry(shared, slot, id, interval);
         }
     }
 }

@@ -582,6 +582,8 @@ impl Net {
                     for input in pending {
                         let _ = self.host.send(region, input);
                     }
+                    // The first tick here ends the freeze: run it now, on this thread.
+                    self.host.tick_here(region);
                     continue;
                 }
                 TargetEvent::Aborted { reason } => {
@@ -773,9 +775,11 @@ impl Net {
         if self.host.slot(region).ok().is_none_or(|live| !Arc::ptr_eq(&live, &slot)) {
             // The region left this host: free its script instances now, not after the wait
             // below (a few thousand are hundreds of MiB of pooled memory, which the next
-            // incoming migration would otherwise find taken), and not on an async worker.
+            // incoming migration would otherwise find taken), on a lower-priority thread
+            // (returning a slot clears its memory: ticks and the new owner's first ticks go
+            // first).
             let departed = std::mem::take(&mut *slot.scripts.lock());
-            tokio::task::spawn_blocking(move || drop(departed));
+            drop(crate::background(move || drop(departed)));
         }
         drop(slot);
         while let Some(s) = source.as_mut() {
