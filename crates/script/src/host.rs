@@ -191,6 +191,12 @@ fn read_str<'a>(mem: &'a [u8], ptr: i32, len: i32, max: usize, call: &str) -> wa
     std::str::from_utf8(&mem[r]).map_err(|_| bad(format!("{call}: text is not UTF-8")))
 }
 
+/// The bytes of `mem` a host call is about to write, marked in the script's write mask.
+fn written<'a>(mem: &'a mut [u8], writes: &mut u64, r: std::ops::Range<usize>) -> &'a mut [u8] {
+    *writes |= chunk_bits(&r);
+    &mut mem[r]
+}
+
 fn write_f32s(
     mem: &mut [u8],
     writes: &mut u64,
@@ -199,8 +205,7 @@ fn write_f32s(
     call: &str,
 ) -> wasmtime::Result<()> {
     let r = range(mem.len(), ptr, (values.len() * 4) as i32, values.len() * 4, call)?;
-    *writes |= chunk_bits(&r);
-    for (dst, v) in mem[r].chunks_exact_mut(4).zip(values) {
+    for (dst, v) in written(mem, writes, r).chunks_exact_mut(4).zip(values) {
         dst.copy_from_slice(&v.to_le_bytes());
     }
     Ok(())
@@ -370,11 +375,8 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             let n = text.len().min(cap.max(0) as usize);
             let r = range(mem.len(), out, n as i32, MAX_TEXT_BYTES.max(n), "get_text")?;
-            let bits = chunk_bits(&r);
-            mem[r].copy_from_slice(&text.as_bytes()[..n]);
-            let len = text.len() as i32;
-            st.writes |= bits;
-            Ok(len)
+            written(mem, &mut st.writes, r).copy_from_slice(&text.as_bytes()[..n]);
+            Ok(text.len() as i32)
         },
     )?;
     linker.func_wrap(m, "set_text", |mut c: Caller<'_, HostState>, p: i32, l: i32| {
@@ -438,8 +440,9 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 a.pos.distance(origin).total_cmp(&b.pos.distance(origin)).then(a.id.cmp(&b.id))
             });
             found.truncate(max);
-            st.writes |= chunk_bits(&(area.start..area.start + found.len() * SENSOR_RECORD_BYTES));
-            for (s, rec) in found.iter().zip(mem[area].chunks_exact_mut(SENSOR_RECORD_BYTES)) {
+            let records =
+                written(mem, &mut st.writes, area.start..area.start + found.len() * SENSOR_RECORD_BYTES);
+            for (s, rec) in found.iter().zip(records.chunks_exact_mut(SENSOR_RECORD_BYTES)) {
                 rec[0..8].copy_from_slice(&s.id.0.to_le_bytes());
                 rec[8..12].copy_from_slice(&(if s.avatar { 1u32 } else { 2u32 }).to_le_bytes());
                 rec[12..16].copy_from_slice(&s.pos.distance(origin).to_le_bytes());
@@ -481,8 +484,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (mem, st) = split(&mut c)?;
             let n = st.payload.len().min(cap.max(0) as usize);
             let r = range(mem.len(), out, n as i32, MAX_MESSAGE_BYTES, "read_event")?;
-            st.writes |= chunk_bits(&r);
-            mem[r].copy_from_slice(&st.payload[..n]);
+            written(mem, &mut st.writes, r).copy_from_slice(&st.payload[..n]);
             Ok(st.payload.len() as i32)
         },
     )?;

@@ -140,7 +140,7 @@ impl ChunkTracker {
             Some(_) if self.at_version == version => {}
             Some(hashes) => {
                 for i in crate::writes::chunks_in(written) {
-                    let h = xxhash_rust::xxh3::xxh3_64(&memory[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES]);
+                    let h = hash_chunk(memory, i);
                     if hashes[i] != h {
                         hashes[i] = h;
                         self.stamps[i] = version;
@@ -161,12 +161,12 @@ impl ChunkTracker {
     }
 }
 
+fn hash_chunk(memory: &[u8], i: usize) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&memory[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES])
+}
+
 fn hash_chunks(memory: &[u8]) -> [u64; CHUNKS] {
-    let mut out = [0; CHUNKS];
-    for (o, chunk) in out.iter_mut().zip(memory.chunks_exact(CHUNK_BYTES)) {
-        *o = xxhash_rust::xxh3::xxh3_64(chunk);
-    }
-    out
+    std::array::from_fn(|i| hash_chunk(memory, i))
 }
 
 /// One running script.

@@ -489,7 +489,7 @@ impl Region {
         }
         for r in patched {
             self.script_tombstones.remove(&r.id);
-            self.scripts.records.insert(r.id, std::sync::Arc::new(r));
+            self.scripts.records.insert(r.id, Arc::new(r));
         }
         if let Some((gen, state)) = &d.border {
             self.border_gen = *gen;

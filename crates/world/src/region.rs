@@ -156,6 +156,10 @@ impl Region {
     pub fn entity(&self, id: EntityId) -> Option<&Entity> {
         self.entities.get(&id).map(|e| &**e)
     }
+    /// A row to change: copied first if a copy of the region still shares it.
+    fn entity_mut(&mut self, id: EntityId) -> Option<&mut Entity> {
+        self.entities.get_mut(&id).map(Arc::make_mut)
+    }
     pub fn entities(&self) -> impl Iterator<Item = &Entity> {
         self.entities.values().map(|e| &**e)
     }
@@ -452,7 +456,7 @@ impl Region {
                     return Err(InputError::LinkRefused(format!("{child} is not linked")));
                 };
                 let root_rot = self.entities[&root].rot;
-                let e = Arc::make_mut(self.entities.get_mut(&child).expect("checked above"));
+                let e = self.entity_mut(child).expect("checked above");
                 e.parent = None;
                 e.pos = pos;
                 e.rot = root_rot * e.rot;
@@ -522,7 +526,7 @@ impl Region {
                 if self.held_towards(root).is_none() {
                     return Err(invalid(format!("{root} is not held at the border")));
                 }
-                let e = Arc::make_mut(self.entities.get_mut(&root).expect("held, so present"));
+                let e = self.entity_mut(root).expect("held, so present");
                 for axis in 0..2 {
                     if e.pos[axis] < 0.0 || e.pos[axis] >= REGION_SIZE {
                         e.pos[axis] = e.pos[axis].clamp(0.0, REGION_SIZE - EDGE);
@@ -963,7 +967,7 @@ impl Region {
             return Err(InputError::LinkRefused("linkset has MAX_LINKSET_CHILDREN children".into()));
         }
         let inv = root_rot.inverse();
-        let e = Arc::make_mut(self.entities.get_mut(&child).expect("checked above"));
+        let e = self.entity_mut(child).expect("checked above");
         e.pos = inv * (e.pos - root_pos);
         e.rot = inv * e.rot;
         e.vel = Vec3::ZERO;
@@ -1025,7 +1029,7 @@ impl Region {
             })
             .collect();
         for id in missing {
-            let e = Arc::make_mut(self.entities.get_mut(&id).expect("just found"));
+            let e = self.entity_mut(id).expect("just found");
             if let Kind::Avatar(a) = &mut e.kind {
                 a.seat = None;
                 a.grounded = false;
@@ -1043,7 +1047,7 @@ impl Region {
     }
 
     fn object_mut(&mut self, id: EntityId) -> Result<&mut Entity, InputError> {
-        match self.entities.get_mut(&id).map(Arc::make_mut) {
+        match self.entity_mut(id) {
             Some(e) if !e.is_avatar() => Ok(e),
             Some(_) => Err(InputError::NotAnObject(id)),
             None => Err(InputError::UnknownEntity(id)),
@@ -1051,7 +1055,7 @@ impl Region {
     }
 
     fn avatar_mut(&mut self, id: EntityId) -> Result<&mut Entity, InputError> {
-        match self.entities.get_mut(&id).map(Arc::make_mut) {
+        match self.entity_mut(id) {
             Some(e) if e.is_avatar() => Ok(e),
             Some(_) => Err(InputError::NotAnAvatar(id)),
             None => Err(InputError::UnknownEntity(id)),
@@ -1108,7 +1112,7 @@ impl Region {
                 continue;
             };
             let target = s.pos + Vec3::Z * (s.scale.z * 0.5 + AVATAR_HALF_HEIGHT);
-            let e = Arc::make_mut(self.entities.get_mut(&avatar).expect("collected above"));
+            let e = self.entity_mut(avatar).expect("collected above");
             if e.pos != target {
                 e.pos = target;
                 stamp.motion(e);
