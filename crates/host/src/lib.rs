@@ -270,24 +270,6 @@ impl Host {
         Ok(())
     }
 
-    /// Runs a region's due tick on the calling thread, if no worker has taken it yet, instead of
-    /// waiting for a worker to wake: a migration's first tick at its target is inside the
-    /// freeze, and on a busy machine a sleeping worker can take milliseconds to run.
-    pub(crate) fn tick_here(&self, id: RegionId) {
-        let Some(slot) = self.shared.regions.read().get(&id).cloned() else { return };
-        let due = slot.due.load(Ordering::SeqCst);
-        {
-            let mut schedule = self.shared.schedule.lock();
-            let before = schedule.len();
-            schedule.retain(|Reverse(entry)| *entry != (due, id, slot.incarnation));
-            if schedule.len() == before {
-                return; // a worker has it already
-            }
-        }
-        let next = run_tick(&self.shared, id, &slot, due);
-        reschedule(&self.shared, id, &slot, next);
-    }
-
     /// Stops ticking a region and hands back its state at a tick boundary.
     pub fn unload(&self, id: RegionId) -> Result<Region, HostError> {
         self.unload_with_inputs(id).map(|(r, _)| r)

@@ -582,8 +582,6 @@ impl Net {
                     for input in pending {
                         let _ = self.host.send(region, input);
                     }
-                    // The first tick here ends the freeze: run it now, on this thread.
-                    self.host.tick_here(region);
                     continue;
                 }
                 TargetEvent::Aborted { reason } => {
