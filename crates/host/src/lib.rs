@@ -284,7 +284,7 @@ impl Host {
 
     /// Unloads a region whose state lives on elsewhere (it migrated): hands back the inputs
     /// that were waiting, without copying the state out first (which, for a busy region, is
-    /// milliseconds the target would otherwise wait for its Commit).
+    /// milliseconds taken from this host's other regions).
     pub fn release(&self, id: RegionId) -> Result<Vec<Input>, HostError> {
         self.remove_slot(id).map(|(_, inputs)| inputs)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use directory::{Directory, Placement};
 use link::{Link, LinkMsg, LinkTx, Role};
-use migrate::{MigrationId, Msg, Policy, Report, Source, SourceEvent, Target, TargetEvent};
+use migrate::{FenceResult, MigrationId, Msg, Policy, Report, Source, SourceEvent, Target, TargetEvent};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -69,8 +69,19 @@ pub struct MigrationStatus {
     pub bytes_per_round: Vec<u64>,
     #[serde(skip)]
     last_source_tick_unix: Option<u64>,
+    /// Reported by the target; may arrive before this host has noted its own last tick.
+    #[serde(skip)]
+    first_target_tick_unix: Option<u64>,
     #[serde(skip)]
     started_unix: u64,
+}
+
+impl MigrationStatus {
+    fn settle_freeze(&mut self) {
+        if let (Some(last), Some(first)) = (self.last_source_tick_unix, self.first_target_tick_unix) {
+            self.freeze_ms = Some(first.saturating_sub(last) as f64 / 1000.0);
+        }
+    }
 }
 
 struct Incoming {
@@ -84,6 +95,8 @@ struct Incoming {
     /// A round's scripts are being prepared: its acknowledgement waits (the periodic sweep
     /// must not send it early, or the source freezes while this host is still busy).
     holding_ack: bool,
+    /// Committed and loaded here (or failed to load): inputs no longer wait for it.
+    loaded: bool,
 }
 
 /// A region's latest update frames, newest last.
@@ -287,9 +300,26 @@ impl Net {
 
     /// Routes an input that is not for a region ticking here.
     fn route_elsewhere(&self, region: RegionId, input: Input) {
-        if self.incoming.lock().values().any(|i| i.region == region && !i.target.is_finished()) {
-            self.pending_inputs.lock().entry(region).or_default().push(input);
-            return;
+        {
+            // A region still arriving, or committed here and about to be loaded (the target
+            // tells the source before it loads the region, so the source's forwarded inputs
+            // can come first): held until it ticks here. Checked under the held inputs' lock,
+            // which the commit takes only after loading, so none is left behind.
+            let mut pending = self.pending_inputs.lock();
+            if self.host.stats(region).is_ok() {
+                drop(pending);
+                if let Err(e) = self.host.send(region, input) {
+                    tracing::debug!(%region, "input dropped: {e}");
+                }
+                return;
+            }
+            let arriving = self.incoming.lock().values().any(|i| {
+                i.region == region && i.target.phase() != migrate::TargetPhase::Aborted && !i.loaded
+            });
+            if arriving {
+                pending.entry(region).or_default().push(input);
+                return;
+            }
         }
         let owner = self.owner_elsewhere(region);
         match owner.and_then(|o| self.peers.lock().get(&o).cloned()) {
@@ -357,7 +387,7 @@ impl Net {
                 LinkMsg::Subscribe { region, after } => {
                     let mut subs = self.subscribers.lock();
                     // A region still arriving counts as here: its subscribers follow it from
-                    // the source as soon as the epoch moves, often before the Commit lands.
+                    // the source as soon as the epoch moves, often before the region is loaded here.
                     if self.receiving(region) || self.host.stats(region).is_ok() {
                         if let Some(after) = after {
                             self.replay_after(region, after, &link.tx);
@@ -380,9 +410,8 @@ impl Net {
                 LinkMsg::FirstTick { id, unix_us, .. } => {
                     let mut st = self.statuses.lock();
                     if let Some(s) = st.iter_mut().find(|s| s.id == id) {
-                        if let Some(last) = s.last_source_tick_unix {
-                            s.freeze_ms = Some(unix_us.saturating_sub(last) as f64 / 1000.0);
-                        }
+                        s.first_target_tick_unix = Some(unix_us);
+                        s.settle_freeze();
                     }
                 }
                 LinkMsg::Hello { .. }
@@ -421,9 +450,8 @@ impl Net {
             Msg::Prepared { .. }
                 | Msg::RoundAck { .. }
                 | Msg::FreezeAck { .. }
-                | Msg::CommitAck { .. }
+                | Msg::Committed { .. }
                 | Msg::Refuse { .. }
-                | Msg::StatusQuery { .. }
         );
         if to_source {
             if let Some(tx) = self.outgoing.lock().get(&msg.id()) {
@@ -436,9 +464,9 @@ impl Net {
             tracing::error!("failpoint target-dies-at-freeze: aborting the process");
             std::process::abort();
         }
-        let key = matches!(msg, Msg::Chunk { freeze: Some(_), .. } | Msg::Commit { .. });
+        let key = matches!(msg, Msg::Chunk { freeze: Some(_), .. });
         if key {
-            tracing::debug!(target: "freeze", at = crate::unix_us(), "target received {}", if matches!(msg, Msg::Commit { .. }) { "Commit" } else { "the final round" });
+            tracing::debug!(target: "freeze", at = crate::unix_us(), "target received the final round");
         }
         let now = self.host.now_us();
         let mut incoming = self.incoming.lock();
@@ -453,6 +481,7 @@ impl Net {
                         finished_at: None,
                         prepared: Arc::default(),
                         holding_ack: false,
+                        loaded: false,
                     },
                 );
             }
@@ -462,7 +491,10 @@ impl Net {
         if let Some(inc) = incoming.get_mut(&id) {
             inc.reply = reply.clone();
             inc.target.handle_msg(now, msg);
-            frozen = inc.target.phase() == migrate::TargetPhase::AwaitingCommit;
+            frozen = matches!(
+                inc.target.phase(),
+                migrate::TargetPhase::Verified | migrate::TargetPhase::Committing
+            );
             prepare_first = inc.target.phase() == migrate::TargetPhase::Receiving
                 && inc.target.replica().is_some_and(|r| {
                     r.script_count() > 0 && inc.prepared.lock().generation != Some(r.generation())
@@ -481,8 +513,8 @@ impl Net {
         }
         // Bringing the prepared scripts up to this round is real work (instantiating,
         // copying memories): off the link's task, so that the acknowledgement just queued goes
-        // out now and the next message (the Commit) is read meanwhile. After the final round
-        // the Commit waits for it: then at the normal priority, not behind everything else.
+        // out now. After the final round it runs while the directory's compare-and-swap does,
+        // and the commit waits for it: then at the normal priority, not behind everything else.
         if let Some(net) = self.me.upgrade() {
             drop(crate::off_thread(!frozen, move || net.prepare_scripts(id)));
         }
@@ -506,7 +538,7 @@ impl Net {
             if let (Some(since), Some(scripts)) = (p.generation, p.scripts.as_mut()) {
                 // One round's changes: brought in place, under the migrations' lock, rather than
                 // copying the whole replica (its every script memory) first. That copy was the
-                // largest cost inside the freeze, and held this lock while the Commit waited.
+                // largest cost inside the freeze, and held this lock while the commit waited.
                 scripts.prepare_from(&sh, replica, Some(since));
                 p.generation = Some(replica.generation());
                 return;
@@ -578,6 +610,9 @@ impl Net {
                         Ok(()) => tracing::info!(%region, epoch, "region arrived by live migration"),
                         Err(e) => tracing::error!(%region, "committed region could not be loaded: {e}"),
                     }
+                    if let Some(inc) = self.incoming.lock().get_mut(&id) {
+                        inc.loaded = true;
+                    }
                     let pending = self.pending_inputs.lock().remove(&region).unwrap_or_default();
                     for input in pending {
                         let _ = self.host.send(region, input);
@@ -598,14 +633,17 @@ impl Net {
                     tracing::info!(%region, "incoming migration aborted: {reason}");
                     continue;
                 }
-                TargetEvent::CheckDirectory { region } => {
+                TargetEvent::CasEpoch { region, from, to } => {
+                    // The commit point: this host becomes the owner at `to`, unless the source
+                    // fenced us out first. Retried until the directory gives a definite answer.
                     drop(incoming);
-                    let (dir, me, name) = (self.directory.clone(), self.me.clone(), self.name.clone());
+                    let Some(net) = self.me.upgrade() else { return };
                     tokio::spawn(async move {
-                        let Ok(Some(p)) = dir.get(region).await else { return };
-                        let Some(net) = me.upgrade() else { return };
+                        let me = Placement { host: net.name.clone(), epoch: to };
+                        let swapped = net.swap_epoch(region, from, me).await;
+                        tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "target: compare-and-swap answered");
                         if let Some(inc) = net.incoming.lock().get_mut(&id) {
-                            inc.target.handle_directory(p.host == name, p.epoch);
+                            inc.target.handle_cas_result(swapped);
                         }
                         net.drive_incoming(id);
                     });
@@ -640,7 +678,11 @@ impl Net {
             }
             // Full copies are made off the tick thread (run_tick hands them over).
             let policy = Policy { copies_by_caller: true, ..policy };
-            *m = Some(Source::start(id, region, placement.epoch, policy, now));
+            let mut source = Source::start(id, region, placement.epoch, policy, now);
+            if self.host.durability().is_some() {
+                source.release_after_log_flush();
+            }
+            *m = Some(source);
             *slot.freeze_link.lock() = Some(peer.clone());
         }
         let (tx, rx) = mpsc::channel(MIGRATION_QUEUE);
@@ -665,6 +707,7 @@ impl Net {
                 abort_reason: None,
                 bytes_per_round: Vec::new(),
                 last_source_tick_unix: None,
+                first_target_tick_unix: None,
                 started_unix: crate::unix_us(),
             });
         }
@@ -727,7 +770,7 @@ impl Net {
             }
             if sent && !events.is_empty() {
                 // The link's writer was just woken onto this worker's next-task slot, where no
-                // other worker can take it: let it write (the Commit, in the freeze) before the
+                // other worker can take it: let it write (the release, in the freeze) before the
                 // events' work runs.
                 tokio::task::yield_now().await;
             }
@@ -737,7 +780,7 @@ impl Net {
                 finished |= self.on_source_event(region, &to, id, &slot, event).await;
             }
             if finished {
-                // What the last event queued (the Commit) goes out now, not at the next timeout.
+                // What the last event queued (an Abort) goes out now, not at the next timeout.
                 if let Some(s) = slot.migration.lock().as_mut() {
                     for msg in std::iter::from_fn(|| s.poll_transmit()) {
                         peer.send(&LinkMsg::Migration { region, msg });
@@ -766,7 +809,7 @@ impl Net {
                 }
             }
         }
-        // Keep answering the target's questions about the outcome for a while.
+        // Keep the finished machine a while: late messages of this migration find it and are ignored.
         let deadline = tokio::time::Instant::now() + Duration::from_micros(KEEP_FINISHED_US);
         let mut source = slot.migration.lock().take();
         slot.freeze_link.lock().take();
@@ -811,6 +854,7 @@ impl Net {
         s.abort_reason = report.abort_reason.clone();
         if report.freeze_started_us.is_some() && s.last_source_tick_unix.is_none() {
             s.last_source_tick_unix = Some(slot.last_tick_unix.load(std::sync::atomic::Ordering::SeqCst));
+            s.settle_freeze();
         }
     }
 
@@ -824,18 +868,35 @@ impl Net {
         event: SourceEvent,
     ) -> bool {
         match event {
-            SourceEvent::CasEpoch { from, to: epoch, .. } => {
-                tracing::debug!(target: "freeze", at = crate::unix_us(), "source: final round acknowledged");
+            SourceEvent::FlushLog => {
                 // The region is frozen: its last records are queued. They must be in the store
-                // before the target owns the region, so its log continues from them.
+                // before the target owns the region, so its log continues from them: only then
+                // is the region released to the target.
                 if let Some(d) = self.host.durability().cloned() {
                     let _ = tokio::task::spawn_blocking(move || d.flush_log()).await;
                 }
-                let swapped = self.swap_epoch(region, from, Placement { host: to.to_string(), epoch }).await;
-                tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "source: compare-and-swap answered");
                 let now = self.host.now_us();
                 if let Some(s) = slot.migration.lock().as_mut() {
-                    s.handle_cas_result(now, swapped);
+                    s.log_flushed(now);
+                }
+                false
+            }
+            SourceEvent::Fence { from, to: epoch, .. } => {
+                // The target may be taking the region: only the directory can say. Bumping the
+                // epoch with this host still the owner makes the target's swap fail.
+                let me = Placement { host: self.name.clone(), epoch };
+                let result = if self.swap_epoch(region, from, me).await {
+                    FenceResult::Kept
+                } else {
+                    match self.definite_placement(region).await {
+                        Some(p) if p.host == to && p.epoch == from + 1 => FenceResult::TargetOwns,
+                        _ => FenceResult::Lost,
+                    }
+                };
+                tracing::warn!(%region, to, ?result, "frozen migration settled by a fence");
+                let now = self.host.now_us();
+                if let Some(s) = slot.migration.lock().as_mut() {
+                    s.handle_fence_result(now, result);
                 }
                 false
             }
@@ -891,14 +952,20 @@ impl Net {
         s.total_ms = Some(crate::unix_us().saturating_sub(s.started_unix) as f64 / 1000.0);
     }
 
-    /// The commit point. Retries until the directory gives a definite answer: resuming
-    /// without knowing could leave two owners.
+    /// A compare-and-swap of a frozen region's epoch (the target's commit, or the source's
+    /// fence). Retries until the directory gives a definite answer: acting without one could
+    /// leave two owners. After a failed attempt (whose swap may have happened anyway) a
+    /// refusal is checked against what the directory holds.
     async fn swap_epoch(&self, region: RegionId, from: u64, new: Placement) -> bool {
         let mut backoff = Duration::from_millis(5);
+        let mut failed_before = false;
         loop {
             match self.directory.compare_and_swap(region, Some(from), new.clone()).await {
-                Ok(swapped) => return swapped,
+                Ok(true) => return true,
+                Ok(false) if !failed_before => return false,
+                Ok(false) => return self.definite_placement(region).await.is_some_and(|p| p == new),
                 Err(e) => {
+                    failed_before = true;
                     tracing::error!(%region, "directory compare-and-swap failed, region stays frozen: {e}");
                     if let Ok(Some(p)) = self.directory.get(region).await {
                         if p == new {
@@ -909,6 +976,20 @@ impl Net {
                         }
                     }
                 }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// The region's placement, asking the directory until it answers (bounded backoff); `None`
+    /// when it has no placement for the region.
+    async fn definite_placement(&self, region: RegionId) -> Option<Placement> {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            match self.directory.get(region).await {
+                Ok(p) => return p,
+                Err(e) => tracing::error!(%region, "directory lookup failed, region stays frozen: {e}"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));

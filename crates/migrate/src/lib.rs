@@ -10,6 +10,6 @@ pub mod msg;
 pub mod source;
 pub mod target;
 
-pub use msg::{MigrationId, Msg, MsgError, Outcome};
-pub use source::{CopyJob, NoConvergence, Phase, Policy, Report, Source, SourceEvent};
+pub use msg::{MigrationId, Msg, MsgError};
+pub use source::{CopyJob, FenceResult, NoConvergence, Phase, Policy, Report, Source, SourceEvent};
 pub use target::{Target, TargetEvent, TargetPhase};

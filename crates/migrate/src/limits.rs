@@ -13,13 +13,12 @@ pub const MAX_REASON_BYTES: usize = 512;
 pub const RETRANSMIT_US: u64 = 200_000;
 /// Before the freeze: no progress for this long and the side that notices gives up.
 pub const STALL_TIMEOUT_US: u64 = 3_000_000;
-/// Frozen and the final round not acknowledged within this: the source aborts and resumes.
-/// Bounds how long a failed migration can keep a region dark.
+/// Frozen and the target has not taken the region within this: the source fences it out
+/// (a compare-and-swap of its own) and, unless the target's came first, resumes. Bounds how
+/// long a failed migration can keep a region dark (plus the directory's answer).
 pub const FREEZE_TIMEOUT_US: u64 = 1_000_000;
 /// Client inputs held while frozen; beyond this the host refuses inputs until the outcome.
 pub const MAX_BUFFERED_INPUTS: usize = 16_384;
-/// How long a committed source keeps re-sending `Commit` without an acknowledgement.
-pub const COMMIT_RESEND_LIMIT: u32 = 50;
 
 /// Defaults of the convergence policy (Xen / QEMU-like).
 pub const DEFAULT_FREEZE_BUDGET_US: u64 = 1_000_000 / world::limits::ACTIVE_TICK_HZ as u64;

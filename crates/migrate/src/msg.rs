@@ -35,13 +35,6 @@ pub struct Freeze {
     pub state_hash: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    Pending,
-    Committed,
-    Aborted,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     // source → target
@@ -60,17 +53,14 @@ pub enum Msg {
         checksum: u64,
         data: Vec<u8>,
     },
-    Commit {
+    /// The source's log is in the store up to the frozen tick: the target may take the
+    /// region (by compare-and-swap) once its replica matches the final round.
+    Release {
         id: MigrationId,
-        epoch: u64,
     },
     Abort {
         id: MigrationId,
         reason: String,
-    },
-    Status {
-        id: MigrationId,
-        outcome: Outcome,
     },
     // target → source
     Prepared {
@@ -87,15 +77,16 @@ pub enum Msg {
         state_hash: u64,
         ok: bool,
     },
-    CommitAck {
+    /// The target's compare-and-swap named it owner at `epoch`: the commit has happened.
+    Committed {
         id: MigrationId,
+        epoch: u64,
     },
+    /// The target gives up; sent only by a target that has not asked for (and so never will
+    /// ask for) the compare-and-swap.
     Refuse {
         id: MigrationId,
         reason: String,
-    },
-    StatusQuery {
-        id: MigrationId,
     },
 }
 
@@ -104,15 +95,13 @@ impl Msg {
         match self {
             Msg::Prepare { id, .. }
             | Msg::Chunk { id, .. }
-            | Msg::Commit { id, .. }
+            | Msg::Release { id }
             | Msg::Abort { id, .. }
-            | Msg::Status { id, .. }
             | Msg::Prepared { id }
             | Msg::RoundAck { id, .. }
             | Msg::FreezeAck { id, .. }
-            | Msg::CommitAck { id }
-            | Msg::Refuse { id, .. }
-            | Msg::StatusQuery { id } => *id,
+            | Msg::Committed { id, .. }
+            | Msg::Refuse { id, .. } => *id,
         }
     }
 

@@ -1,9 +1,13 @@
 //! The source side of a live migration: pre-copy rounds, the convergence decision, the
-//! freeze, and the commit by compare-and-swap of the region's epoch.
+//! freeze, the release, and the fence when the outcome is unknown.
 //!
-//! The source stays the owner until the directory's epoch is bumped (the one commit point):
-//! anything that goes wrong before then ends in an abort after which the source simply ticks
-//! on. It never resumes after asking for the compare-and-swap unless the directory says no.
+//! The commit point is the compare-and-swap of the region's epoch in the directory, which the
+//! target performs once its replica matches the final round and the source has released the
+//! region (its log flushed). The source stays the owner until then. Frozen, it resumes on its
+//! own only when the target says it will never ask for that swap (a refusal or a failed hash
+//! check); in every other case (silence, a timeout, an operator's abort) it first fences the
+//! target out with a compare-and-swap of its own (epoch e → e + 1, still the owner), and the
+//! directory's answer decides: resumed, or committed after all.
 
 use std::collections::VecDeque;
 
@@ -11,7 +15,7 @@ use serde::Serialize;
 use world::{Input, Region, RegionId};
 
 use crate::limits::*;
-use crate::msg::{chunks, reason, Freeze, MigrationId, Msg, Outcome, Payload};
+use crate::msg::{chunks, reason, Freeze, MigrationId, Msg, Payload};
 
 /// When a round's remainder is small enough to freeze, and what to do when it never is.
 #[derive(Clone, Debug, Serialize)]
@@ -79,8 +83,10 @@ impl Policy {
 pub enum Phase {
     Preparing,
     Copying,
+    /// The final round is sent: waiting for the target to take the region.
     Frozen,
-    AwaitingCas,
+    /// Asked the directory to fence the target out ([`SourceEvent::Fence`]).
+    Fencing,
     Committed,
     Aborted,
     /// The directory's epoch moved on under us: the region belongs to someone else.
@@ -118,9 +124,13 @@ impl Report {
 
 #[derive(Debug)]
 pub enum SourceEvent {
-    /// Bump the region's epoch from `from` to `to`, naming the target as owner, by
-    /// compare-and-swap; report the result with [`Source::handle_cas_result`].
-    CasEpoch { region: RegionId, from: u64, to: u64 },
+    /// Frozen: write the region's queued log records to the store, then call
+    /// [`Source::log_flushed`] (only with [`Source::release_after_log_flush`]).
+    FlushLog,
+    /// Bump the region's epoch from `from` to `to` by compare-and-swap, keeping this host as
+    /// the owner, so that the target's own swap can no longer succeed; report what the
+    /// directory said with [`Source::handle_fence_result`].
+    Fence { region: RegionId, from: u64, to: u64 },
     /// The target owns the region now. Forward these inputs to it; drop the local copy.
     Committed { report: Report, buffered: Vec<Input> },
     /// The migration failed before the commit: the source still owns the region and ticks on.
@@ -128,6 +138,18 @@ pub enum SourceEvent {
     Aborted { report: Report, buffered: Vec<Input> },
     /// The epoch had moved on: someone else owns the region. Stop acting for it.
     Fenced { report: Report },
+}
+
+/// What the directory said to a [`SourceEvent::Fence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceResult {
+    /// The swap succeeded: the region is still ours (one epoch on) and the target can no
+    /// longer take it.
+    Kept,
+    /// The target's swap came first: it owns the region at the next epoch.
+    TargetOwns,
+    /// Someone else owns the region (a failover moved it).
+    Lost,
 }
 
 /// Encoding work the machine leaves to its caller (see [`Policy::copies_by_caller`]).
@@ -182,9 +204,10 @@ pub struct Source {
     final_hash: u64,
     finished_at: Option<u64>,
     abort_reason: Option<String>,
-    commit_resends: u32,
-    commit_acked: bool,
-    last_commit_sent: u64,
+    /// The host flushes a log before the target may take over (see `release_after_log_flush`).
+    flush_first: bool,
+    released: bool,
+    last_release_sent: u64,
     buffered: Vec<Input>,
     outbox: VecDeque<Msg>,
     events: VecDeque<SourceEvent>,
@@ -220,15 +243,23 @@ impl Source {
             final_hash: 0,
             finished_at: None,
             abort_reason: None,
-            commit_resends: 0,
-            commit_acked: false,
-            last_commit_sent: 0,
+            flush_first: false,
+            released: false,
+            last_release_sent: 0,
             buffered: Vec::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         };
         s.outbox.push_back(Msg::Prepare { id, region, epoch });
         s
+    }
+
+    /// The host keeps a log of the region's ticks that must be in its store before the
+    /// target continues it: at the freeze the machine asks for a flush
+    /// ([`SourceEvent::FlushLog`]) and releases the region only after [`Source::log_flushed`].
+    /// Without it the release leaves with the final round.
+    pub fn release_after_log_flush(&mut self) {
+        self.flush_first = true;
     }
 
     pub fn id(&self) -> MigrationId {
@@ -270,9 +301,7 @@ impl Source {
     /// Holds a client input that arrived while frozen. Gives it back when not frozen (apply it
     /// as usual) or when the buffer is full (refuse it: the client retries).
     pub fn buffer_input(&mut self, input: Input) -> Result<(), Input> {
-        if matches!(self.phase, Phase::Frozen | Phase::AwaitingCas)
-            && self.buffered.len() < MAX_BUFFERED_INPUTS
-        {
+        if matches!(self.phase, Phase::Frozen | Phase::Fencing) && self.buffered.len() < MAX_BUFFERED_INPUTS {
             self.buffered.push(input);
             Ok(())
         } else {
@@ -310,38 +339,31 @@ impl Source {
                 if f.round != round || !f.is_final {
                     return;
                 }
-                if !ok || state_hash != self.final_hash {
-                    return self.abort(
-                        now,
-                        format!(
-                            "state hash mismatch at handover: target {state_hash:016x}, source {:016x}",
-                            self.final_hash
-                        ),
-                    );
+                let why = format!(
+                    "state hash mismatch at handover: target {state_hash:016x}, source {:016x}",
+                    self.final_hash
+                );
+                if !ok {
+                    // The target has dropped its replica and will never ask for the swap.
+                    return self.resume(now, why);
+                }
+                if state_hash != self.final_hash {
+                    // It says it matched, so it may ask for the swap: only the directory can
+                    // settle this now.
+                    return self.fence(why);
                 }
                 self.measure(now);
                 self.in_flight = None;
-                self.phase = Phase::AwaitingCas;
-                self.events.push_back(SourceEvent::CasEpoch {
-                    region: self.region,
-                    from: self.epoch,
-                    to: self.epoch + 1,
-                });
             }
-            Msg::Refuse { reason, .. }
-                if matches!(self.phase, Phase::Preparing | Phase::Copying | Phase::Frozen) =>
-            {
-                self.abort(now, format!("target refused: {reason}"));
+            Msg::Committed { epoch, .. } if matches!(self.phase, Phase::Frozen | Phase::Fencing) => {
+                debug_assert_eq!(epoch, self.epoch + 1);
+                self.commit(now);
             }
-            Msg::CommitAck { .. } => self.commit_acked = true,
-            Msg::StatusQuery { .. } => {
-                let outcome = match self.phase {
-                    Phase::Committed => Outcome::Committed,
-                    Phase::Aborted | Phase::Fenced => Outcome::Aborted,
-                    _ => Outcome::Pending,
-                };
-                self.outbox.push_back(Msg::Status { id: self.id, outcome });
+            // A refusing target has not asked for the swap and never will.
+            Msg::Refuse { reason, .. } if matches!(self.phase, Phase::Frozen) => {
+                self.resume(now, format!("target refused: {reason}"));
             }
+            Msg::Refuse { reason, .. } => self.abort(now, format!("target refused: {reason}")),
             _ => {}
         }
     }
@@ -492,6 +514,25 @@ impl Source {
         self.final_hash = region.state_hash();
         let freeze = Freeze { tick: region.tick_number(), state_hash: self.final_hash };
         self.send_round(now, payload, bytes, region.generation(), Some(freeze));
+        if self.flush_first {
+            self.events.push_back(SourceEvent::FlushLog);
+        } else {
+            self.release(now);
+        }
+    }
+
+    /// The log records of every tick up to the freeze are in the store (after
+    /// [`SourceEvent::FlushLog`]): the target may now take the region.
+    pub fn log_flushed(&mut self, now: u64) {
+        if self.phase == Phase::Frozen && !self.released {
+            self.release(now);
+        }
+    }
+
+    fn release(&mut self, now: u64) {
+        self.released = true;
+        self.last_release_sent = now;
+        self.outbox.push_back(Msg::Release { id: self.id });
     }
 
     fn send_round(
@@ -545,34 +586,66 @@ impl Source {
         self.latency_us.unwrap_or(0) + ((wire + work) * 1e6) as u64
     }
 
-    /// The result of the compare-and-swap asked for by [`SourceEvent::CasEpoch`].
-    pub fn handle_cas_result(&mut self, now: u64, swapped: bool) {
-        if self.phase != Phase::AwaitingCas {
+    /// What the directory said to the [`SourceEvent::Fence`] this machine asked for.
+    pub fn handle_fence_result(&mut self, now: u64, result: FenceResult) {
+        if self.phase != Phase::Fencing {
             return;
         }
-        self.finished_at = Some(now);
-        let buffered = std::mem::take(&mut self.buffered);
-        if swapped {
-            self.phase = Phase::Committed;
-            self.epoch += 1;
-            self.last_commit_sent = now;
-            self.outbox.push_back(Msg::Commit { id: self.id, epoch: self.epoch });
-            self.events.push_back(SourceEvent::Committed { report: self.report(), buffered });
-        } else {
-            // Someone else moved the epoch (a failover decided we were dead): we own nothing.
-            self.phase = Phase::Fenced;
-            self.abort_reason = Some("fenced: the region's epoch moved on during the freeze".into());
-            self.outbox.push_back(Msg::Abort { id: self.id, reason: reason("fenced") });
-            self.events.push_back(SourceEvent::Fenced { report: self.report() });
+        match result {
+            FenceResult::Kept => {
+                self.epoch += 1;
+                let why = self.abort_reason.take().unwrap_or_else(|| "fenced the target out".into());
+                self.resume(now, why);
+            }
+            FenceResult::TargetOwns => self.commit(now),
+            FenceResult::Lost => {
+                // Someone else moved the epoch (a failover decided we were dead): we own nothing.
+                self.phase = Phase::Fenced;
+                self.finished_at = Some(now);
+                self.buffered.clear();
+                self.abort_reason = Some("fenced: the region's epoch moved on during the freeze".into());
+                self.outbox.push_back(Msg::Abort { id: self.id, reason: reason("fenced") });
+                self.events.push_back(SourceEvent::Fenced { report: self.report() });
+            }
         }
     }
 
-    /// Gives up before the commit; the source keeps the region. No effect after it.
+    /// The target owns the region (its swap succeeded): hand over what was held meanwhile.
+    fn commit(&mut self, now: u64) {
+        self.phase = Phase::Committed;
+        self.epoch += 1;
+        self.finished_at = Some(now);
+        self.in_flight = None;
+        let buffered = std::mem::take(&mut self.buffered);
+        self.events.push_back(SourceEvent::Committed { report: self.report(), buffered });
+    }
+
+    /// Gives up. Before the freeze the source simply ticks on; frozen, it first fences the
+    /// target out ([`SourceEvent::Fence`]), since the target may already be taking the
+    /// region. No effect once the outcome is settled or being settled.
     pub fn abort(&mut self, now: u64, why: impl Into<String>) {
-        if !matches!(self.phase, Phase::Preparing | Phase::Copying | Phase::Frozen) {
-            return;
+        match self.phase {
+            Phase::Preparing | Phase::Copying => self.resume(now, why.into()),
+            Phase::Frozen => self.fence(why.into()),
+            _ => {}
         }
-        let why = why.into();
+    }
+
+    /// Asks the directory to settle a freeze the target may be committing.
+    fn fence(&mut self, why: String) {
+        self.phase = Phase::Fencing;
+        self.in_flight = None;
+        self.abort_reason = Some(why);
+        self.events.push_back(SourceEvent::Fence {
+            region: self.region,
+            from: self.epoch,
+            to: self.epoch + 1,
+        });
+    }
+
+    /// Ends the migration with the source still the owner: it ticks on, held inputs first.
+    /// Only when the target cannot be taking the region.
+    fn resume(&mut self, now: u64, why: String) {
         self.phase = Phase::Aborted;
         self.finished_at = Some(now);
         self.in_flight = None;
@@ -601,7 +674,7 @@ impl Source {
                 if self.phase == Phase::Frozen
                     && now.saturating_sub(self.freeze_started.unwrap_or(now)) >= FREEZE_TIMEOUT_US
                 {
-                    return self.abort(now, "the final round was not acknowledged within FREEZE_TIMEOUT");
+                    return self.abort(now, "the target did not take the region within FREEZE_TIMEOUT");
                 }
                 if now.saturating_sub(self.last_progress) >= STALL_TIMEOUT_US {
                     return self.abort(now, "the target stopped acknowledging rounds");
@@ -612,18 +685,17 @@ impl Source {
                         self.outbox.extend(f.msgs.iter().cloned());
                     }
                 }
-            }
-            Phase::Committed => {
-                if !self.commit_acked
-                    && self.commit_resends < COMMIT_RESEND_LIMIT
-                    && now.saturating_sub(self.last_commit_sent) >= RETRANSMIT_US
+                // Frozen and released: the release is repeated until the target answers (a
+                // committed target answers it with `Committed` again).
+                if self.phase == Phase::Frozen
+                    && self.released
+                    && now.saturating_sub(self.last_release_sent) >= RETRANSMIT_US
                 {
-                    self.commit_resends += 1;
-                    self.last_commit_sent = now;
-                    self.outbox.push_back(Msg::Commit { id: self.id, epoch: self.epoch });
+                    self.last_release_sent = now;
+                    self.outbox.push_back(Msg::Release { id: self.id });
                 }
             }
-            Phase::AwaitingCas | Phase::Aborted | Phase::Fenced => {}
+            Phase::Fencing | Phase::Committed | Phase::Aborted | Phase::Fenced => {}
         }
     }
 
@@ -641,10 +713,10 @@ impl Source {
                 if let Some(fs) = self.freeze_started {
                     t = t.min(fs + FREEZE_TIMEOUT_US);
                 }
+                if self.phase == Phase::Frozen && self.released {
+                    t = t.min(self.last_release_sent + RETRANSMIT_US);
+                }
                 Some(t)
-            }
-            Phase::Committed if !self.commit_acked && self.commit_resends < COMMIT_RESEND_LIMIT => {
-                Some(self.last_commit_sent + RETRANSMIT_US)
             }
             _ => None,
         }

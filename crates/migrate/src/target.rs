@@ -1,24 +1,28 @@
 //! The target side of a live migration: builds a replica from the rounds as they arrive,
-//! checks the state hash at the freeze, and takes the region over only on the commit.
+//! checks the state hash at the freeze, and takes the region over by compare-and-swap of the
+//! region's epoch in the directory (the one commit point) once the source has released it.
 //!
-//! Before it acknowledges the final round the target may give up on its own. After that it
-//! never decides alone: it learns the outcome from the source (`Commit`, `Abort`, `Status`) or
-//! from the directory, because only the compare-and-swap of the epoch decides.
+//! Until it asks for that swap the target may give up on its own, and tells the source so
+//! (`Refuse`, or a `FreezeAck` that failed), which then resumes at once. After asking, it never
+//! gives up: the directory's answer decides, and a source that heard nothing fences it out
+//! with a swap of its own.
 
 use std::collections::VecDeque;
 
 use world::{Region, RegionId};
 
 use crate::limits::*;
-use crate::msg::{reason, MigrationId, Msg, Outcome, Payload};
+use crate::msg::{reason, MigrationId, Msg, Payload};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetPhase {
     /// Waiting for the host to prepare (terrain, script modules).
     Preparing,
     Receiving,
-    /// The final round is applied and its hash matched: waiting to learn the outcome.
-    AwaitingCommit,
+    /// The final round is applied and its hash matched: waiting for the source's release.
+    Verified,
+    /// Asked the directory for the swap ([`TargetEvent::CasEpoch`]): waiting for its answer.
+    Committing,
     Committed,
     Aborted,
 }
@@ -27,12 +31,14 @@ pub enum TargetPhase {
 pub enum TargetEvent {
     /// Prepare to host `region` (load what can be loaded ahead), then call [`Target::prepared`].
     Prepare { region: RegionId },
+    /// Bump the region's epoch from `from` to `to` by compare-and-swap, naming this host as
+    /// the owner (the commit point), retrying until the directory gives a definite answer;
+    /// report it with [`Target::handle_cas_result`].
+    CasEpoch { region: RegionId, from: u64, to: u64 },
     /// The region is ours at `epoch`: start ticking it right away.
     Committed { region: Box<Region>, epoch: u64 },
     /// The migration is off; the replica is gone.
     Aborted { reason: String },
-    /// Ask the directory who owns the region and call [`Target::handle_directory`].
-    CheckDirectory { region: RegionId },
 }
 
 struct Assembly {
@@ -52,8 +58,9 @@ pub struct Target {
     assembly: Option<Assembly>,
     applied_round: Option<u32>,
     last_ack: Option<Msg>,
+    /// The source released the region (its log is flushed): the swap may be asked for.
+    released: bool,
     last_heard: u64,
-    last_query: u64,
     outbox: VecDeque<Msg>,
     events: VecDeque<TargetEvent>,
 }
@@ -70,8 +77,8 @@ impl Target {
             assembly: None,
             applied_round: None,
             last_ack: None,
+            released: false,
             last_heard: now,
-            last_query: now,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -117,17 +124,16 @@ impl Target {
             Msg::Chunk { round, payload, index, count, freeze, data, .. } => {
                 self.handle_chunk(round, payload, index, count, freeze, data)
             }
-            Msg::Commit { epoch, .. } => match self.phase {
-                TargetPhase::AwaitingCommit => self.commit(epoch),
-                TargetPhase::Committed => self.outbox.push_back(Msg::CommitAck { id: self.id }),
-                _ => {}
-            },
+            Msg::Release { .. } => {
+                self.released = true;
+                match self.phase {
+                    TargetPhase::Verified => self.ask_for_swap(),
+                    // The source missed our answer: it is still frozen, waiting for it.
+                    TargetPhase::Committed => self.outbox.extend(self.last_ack.clone()),
+                    _ => {}
+                }
+            }
             Msg::Abort { reason, .. } => self.abort(format!("source aborted: {reason}"), false),
-            Msg::Status { outcome, .. } if self.phase == TargetPhase::AwaitingCommit => match outcome {
-                Outcome::Committed => self.commit(self.epoch + 1),
-                Outcome::Aborted => self.abort("source reports the migration aborted".into(), false),
-                Outcome::Pending => {}
-            },
             _ => {}
         }
     }
@@ -141,7 +147,7 @@ impl Target {
         freeze: Option<crate::msg::Freeze>,
         data: Vec<u8>,
     ) {
-        if !matches!(self.phase, TargetPhase::Receiving | TargetPhase::AwaitingCommit) {
+        if matches!(self.phase, TargetPhase::Preparing | TargetPhase::Aborted) {
             return;
         }
         let expected = self.applied_round.map_or(0, |r| r + 1);
@@ -194,7 +200,7 @@ impl Target {
                 let state_hash = replica.state_hash();
                 let ok = state_hash == f.state_hash && replica.tick_number() == f.tick;
                 if ok {
-                    self.phase = TargetPhase::AwaitingCommit;
+                    self.phase = TargetPhase::Verified;
                 } else {
                     self.phase = TargetPhase::Aborted;
                     self.replica = None;
@@ -210,6 +216,37 @@ impl Target {
         };
         self.last_ack = Some(ack.clone());
         self.outbox.push_back(ack);
+        if self.phase == TargetPhase::Verified && self.released {
+            self.ask_for_swap();
+        }
+    }
+
+    /// The replica matches the frozen source and the source released the region: ask the
+    /// directory to make us the owner. From here on only its answer decides.
+    fn ask_for_swap(&mut self) {
+        self.phase = TargetPhase::Committing;
+        self.events.push_back(TargetEvent::CasEpoch {
+            region: self.region,
+            from: self.epoch,
+            to: self.epoch + 1,
+        });
+    }
+
+    /// The directory's answer to [`TargetEvent::CasEpoch`].
+    pub fn handle_cas_result(&mut self, swapped: bool) {
+        if self.phase != TargetPhase::Committing {
+            return;
+        }
+        if swapped {
+            self.commit(self.epoch + 1);
+        } else {
+            // The source fenced us out (or a failover moved the region): it keeps the region.
+            self.phase = TargetPhase::Aborted;
+            self.replica = None;
+            self.events.push_back(TargetEvent::Aborted {
+                reason: "the directory's epoch moved on before our compare-and-swap".into(),
+            });
+        }
     }
 
     fn apply_round(&mut self, payload: Payload, bytes: &[u8]) -> Result<(), String> {
@@ -233,17 +270,17 @@ impl Target {
         let Some(region) = self.replica.take() else { return };
         self.phase = TargetPhase::Committed;
         self.epoch = epoch;
-        self.outbox.push_back(Msg::CommitAck { id: self.id });
+        let committed = Msg::Committed { id: self.id, epoch };
+        // Answers any round or release the source sends again from here on.
+        self.last_ack = Some(committed.clone());
+        self.outbox.push_back(committed);
         self.events.push_back(TargetEvent::Committed { region: Box::new(region), epoch });
     }
 
-    /// Gives up. Refused (and told to the source) only before the final acknowledgement.
+    /// Gives up, only before asking for the swap (after it, the directory decides).
     fn abort(&mut self, why: String, tell_source: bool) {
-        match self.phase {
-            TargetPhase::Preparing | TargetPhase::Receiving => {}
-            // Only the source's word or the directory settles it now.
-            TargetPhase::AwaitingCommit if !tell_source => {}
-            _ => return,
+        if !matches!(self.phase, TargetPhase::Preparing | TargetPhase::Receiving | TargetPhase::Verified) {
+            return;
         }
         self.phase = TargetPhase::Aborted;
         self.replica = None;
@@ -254,45 +291,24 @@ impl Target {
         self.events.push_back(TargetEvent::Aborted { reason: why });
     }
 
-    /// The directory's answer to [`TargetEvent::CheckDirectory`]: who owns the region, at which epoch.
-    pub fn handle_directory(&mut self, owner_is_us: bool, epoch: u64) {
-        if self.phase != TargetPhase::AwaitingCommit {
-            return;
-        }
-        if owner_is_us && epoch == self.epoch + 1 {
-            self.commit(epoch);
-        } else if epoch > self.epoch && !owner_is_us {
-            self.abort(format!("the directory gave the region to another host at epoch {epoch}"), false);
-        }
-    }
-
     /// The host is dropping the target (shutting down, or the operator cancelled it).
     pub fn cancel(&mut self, why: &str) {
         self.abort(format!("cancelled: {why}"), true);
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
-        match self.phase {
-            TargetPhase::Preparing | TargetPhase::Receiving => {
-                if now.saturating_sub(self.last_heard) >= STALL_TIMEOUT_US {
-                    self.abort("the source went silent".into(), true);
-                }
-            }
-            TargetPhase::AwaitingCommit => {
-                if now.saturating_sub(self.last_query) >= RETRANSMIT_US {
-                    self.last_query = now;
-                    self.outbox.push_back(Msg::StatusQuery { id: self.id });
-                    self.events.push_back(TargetEvent::CheckDirectory { region: self.region });
-                }
-            }
-            TargetPhase::Committed | TargetPhase::Aborted => {}
+        if matches!(self.phase, TargetPhase::Preparing | TargetPhase::Receiving | TargetPhase::Verified)
+            && now.saturating_sub(self.last_heard) >= STALL_TIMEOUT_US
+        {
+            self.abort("the source went silent".into(), true);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.phase {
-            TargetPhase::Preparing | TargetPhase::Receiving => Some(self.last_heard + STALL_TIMEOUT_US),
-            TargetPhase::AwaitingCommit => Some(self.last_query + RETRANSMIT_US),
+            TargetPhase::Preparing | TargetPhase::Receiving | TargetPhase::Verified => {
+                Some(self.last_heard + STALL_TIMEOUT_US)
+            }
             _ => None,
         }
     }

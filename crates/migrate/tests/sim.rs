@@ -12,7 +12,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::OnceLock;
 
-use migrate::{CopyJob, MigrationId, Msg, NoConvergence, Policy, Source, SourceEvent, Target, TargetEvent};
+use migrate::{
+    CopyJob, FenceResult, MigrationId, Msg, NoConvergence, Phase, Policy, Source, SourceEvent, Target,
+    TargetEvent,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use world::{Compression, Controls, EntityId, Input, ObjectSpec, Region, RegionId, Terrain, Vec3};
@@ -40,6 +43,9 @@ struct Scenario {
     directory_delay_us: u64,
     /// With `policy.copies_by_caller`: how long the host takes to hand over a copy.
     snapshot_delay_us: u64,
+    /// The source host keeps a log it flushes at the freeze, before releasing the region;
+    /// `None`: no log, the release leaves with the final round.
+    log_flush_us: Option<u64>,
 }
 
 impl Scenario {
@@ -86,6 +92,7 @@ impl Scenario {
             policy,
             directory_delay_us: rng.random_range(100..5_000),
             snapshot_delay_us: rng.random_range(0..60_000),
+            log_flush_us: rng.random_bool(0.5).then(|| rng.random_range(100..1_500_000)),
         }
     }
 }
@@ -95,12 +102,14 @@ enum Event {
     Packet { to: Node, bytes: Vec<u8> },
     /// A client input (reliable link, e.g. the gateway's TCP connection, or a host forwarding).
     ClientInput { to: Node, input: Input },
-    /// The directory applies a compare-and-swap asked for by the source.
-    DirectoryCas { from: u64, to: u64 },
-    /// The answer to the source's compare-and-swap.
+    /// The directory applies a compare-and-swap naming `by` as the owner at `to`.
+    DirectoryCas { by: Node, from: u64, to: u64 },
+    /// The answer to the target's compare-and-swap.
     CasResult { swapped: bool },
-    /// The answer to the target's directory check.
-    DirectoryAnswer { owner_is_target: bool, epoch: u64 },
+    /// The answer to the source's fence.
+    FenceAnswer { result: FenceResult },
+    /// The source host's log is in its store.
+    LogFlushed,
     /// The source host's full copy, made off the tick, is ready.
     CopyReady { bytes: Vec<u8>, generation: u64 },
 }
@@ -229,6 +238,9 @@ impl Sim {
             if self.source_alive {
                 if let (Some(s), Some(r)) = (&mut self.source, &self.source_region) {
                     s.on_tick_boundary(self.now, r);
+                    if s.phase() == Phase::Frozen && self.frozen_hash.is_none() {
+                        self.frozen_hash = Some(r.state_hash());
+                    }
                     if let Some(job) = s.take_copy() {
                         let (bytes, generation) = match job {
                             CopyJob::Snapshot => (r.snapshot_with(Compression::Lz4), r.generation()),
@@ -265,11 +277,13 @@ impl Sim {
 
     fn source_event(&mut self, ev: SourceEvent) {
         match ev {
-            SourceEvent::CasEpoch { from, to, .. } => {
-                let region = self.source_region.as_ref().expect("the source holds the region while frozen");
-                self.frozen_hash = Some(region.state_hash());
+            SourceEvent::FlushLog => {
+                let d = self.sc.log_flush_us.expect("a flush is asked for only when there is a log");
+                self.at(self.now + d, Event::LogFlushed);
+            }
+            SourceEvent::Fence { from, to, .. } => {
                 let d = self.sc.directory_delay_us;
-                self.at(self.now + d, Event::DirectoryCas { from, to });
+                self.at(self.now + d, Event::DirectoryCas { by: Node::Source, from, to });
             }
             SourceEvent::Committed { buffered, report } => {
                 if std::env::var("MIGRATE_SIM_DEBUG").is_ok() {
@@ -311,10 +325,9 @@ impl Sim {
                 self.target_inputs.clear();
                 assert!(self.target_region.is_none());
             }
-            TargetEvent::CheckDirectory { .. } => {
-                let (is_target, epoch) = (self.owner == Node::Target, self.epoch);
+            TargetEvent::CasEpoch { from, to, .. } => {
                 let d = self.sc.directory_delay_us;
-                self.at(self.now + d, Event::DirectoryAnswer { owner_is_target: is_target, epoch });
+                self.at(self.now + d, Event::DirectoryCas { by: Node::Target, from, to });
             }
         }
     }
@@ -361,19 +374,46 @@ impl Sim {
                 self.target_inputs.push_back(input);
             }
             Event::ClientInput { .. } => {}
-            Event::DirectoryCas { from, to } => {
-                let swapped = self.epoch == from && self.owner == Node::Source;
+            Event::DirectoryCas { by, from, to } => {
+                let swapped = self.epoch == from;
                 if swapped {
                     self.epoch = to;
-                    self.owner = Node::Target;
+                    self.owner = by;
                 }
                 let d = self.sc.directory_delay_us;
-                self.at(self.now + d, Event::CasResult { swapped });
+                let answer = match by {
+                    Node::Target => Event::CasResult { swapped },
+                    // The host reads the directory after a failed fence.
+                    Node::Source => Event::FenceAnswer {
+                        result: if swapped {
+                            FenceResult::Kept
+                        } else if self.owner == Node::Target && self.epoch == from + 1 {
+                            FenceResult::TargetOwns
+                        } else {
+                            FenceResult::Lost
+                        },
+                    },
+                };
+                self.at(self.now + d, answer);
             }
             Event::CasResult { swapped } => {
+                if self.target_alive {
+                    if let Some(t) = &mut self.target {
+                        t.handle_cas_result(swapped);
+                    }
+                }
+            }
+            Event::FenceAnswer { result } => {
                 if self.source_alive {
                     if let Some(s) = &mut self.source {
-                        s.handle_cas_result(self.now, swapped);
+                        s.handle_fence_result(self.now, result);
+                    }
+                }
+            }
+            Event::LogFlushed => {
+                if self.source_alive {
+                    if let Some(s) = &mut self.source {
+                        s.log_flushed(self.now);
                     }
                 }
             }
@@ -381,13 +421,6 @@ impl Sim {
                 if self.source_alive {
                     if let Some(s) = &mut self.source {
                         s.copy_ready(self.now, bytes, generation);
-                    }
-                }
-            }
-            Event::DirectoryAnswer { owner_is_target, epoch } => {
-                if self.target_alive {
-                    if let Some(t) = &mut self.target {
-                        t.handle_directory(owner_is_target, epoch);
                     }
                 }
             }
@@ -462,7 +495,11 @@ impl Sim {
             self.now = next;
             if !migration_started && self.now >= started {
                 migration_started = true;
-                self.source = Some(Source::start(MIGRATION, REGION, self.epoch, policy.clone(), self.now));
+                let mut s = Source::start(MIGRATION, REGION, self.epoch, policy.clone(), self.now);
+                if self.sc.log_flush_us.is_some() {
+                    s.release_after_log_flush();
+                }
+                self.source = Some(s);
             }
             if let Some((node, t)) = self.sc.crash {
                 if t == self.now {
@@ -625,6 +662,8 @@ fn on_a_clean_network_a_migration_commits_and_the_freeze_is_one_round() {
             policy: Policy { copies_by_caller: seed % 2 == 1, ..Policy::default() },
             directory_delay_us: 200,
             snapshot_delay_us: 5_000,
+            // Half the hosts keep a log, flushed inside the freeze.
+            log_flush_us: (seed % 4 < 2).then_some(300),
         };
         sim.run();
         sim.check();

@@ -148,7 +148,7 @@ fn a_target_killed_inside_the_freeze_leaves_the_region_running_on_the_source() {
     );
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["committed"], false);
-    assert!(result["abort_reason"].as_str().unwrap().contains("final round"), "{result}");
+    assert!(result["abort_reason"].as_str().unwrap().contains("did not take the region"), "{result}");
     let tick = region(&c)["tick"].as_u64().unwrap();
     wait_for("the region ticks on", || region(&c)["tick"].as_u64().unwrap_or(0) > tick + 5);
 }
