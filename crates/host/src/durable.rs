@@ -172,9 +172,10 @@ enum Job {
     FlushLog {
         reply: SyncSender<()>,
     },
-    /// Drop the cached log position of a region that left.
+    /// Drop the cached log position of a region that left: the load that `ticket` claimed.
     Forget {
         region: RegionId,
+        ticket: u64,
     },
     /// The builder finished the `n`th checkpoint handed to it: store it (if it built one).
     Built {
@@ -182,8 +183,10 @@ enum Job {
         checkpoint: Option<Checkpoint>,
     },
     /// A region was loaded here: become its writer in the store (if a recovery did not already).
+    /// `ticket` names this load (see [`Durability::next_ticket`]).
     Claim {
         region: RegionId,
+        ticket: u64,
     },
 }
 
@@ -245,6 +248,8 @@ pub struct Durability {
     recovered: parking_lot::Mutex<Vec<RegionId>>,
     /// Installed by the host: unloads a region the store fenced.
     on_fenced: Arc<std::sync::OnceLock<FencedFn>>,
+    /// The last ticket handed out (see [`Durability::next_ticket`]).
+    tickets: AtomicU64,
     pub stats: Arc<DurableStats>,
 }
 
@@ -289,6 +294,7 @@ impl Durability {
                         flushes: Vec::new(),
                         needs_whole: writer_needs_whole,
                         owners: HashMap::new(),
+                        loads: HashMap::new(),
                         fenced: Default::default(),
                         on_fenced: writer_on_fenced,
                     }
@@ -313,6 +319,7 @@ impl Durability {
             needs_whole,
             recovered: Default::default(),
             on_fenced,
+            tickets: AtomicU64::new(0),
             stats,
         }))
     }
@@ -336,11 +343,19 @@ impl Durability {
         }
     }
 
-    /// The region is loaded here: this host becomes its writer in the store, fencing whoever
-    /// wrote for it before. Queued ahead of the region's first tick, so every record of this
-    /// load carries the new token.
-    pub(crate) fn claim(&self, region: RegionId) {
-        let _ = self.tx.send(Job::Claim { region });
+    /// A number for one load of a region, handed back with its claim and its release: hosts
+    /// of one process may share a Durability (`terrane run` does), and then a migration's
+    /// target claims the region before the source has released it. The release of the older
+    /// load must not undo the newer claim.
+    pub(crate) fn next_ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The region is loaded here (the load `ticket`): this host becomes its writer in the
+    /// store, fencing whoever wrote for it before. Queued ahead of the region's first tick, so
+    /// every record of this load carries the new token.
+    pub(crate) fn claim(&self, region: RegionId, ticket: u64) {
+        let _ = self.tx.send(Job::Claim { region, ticket });
     }
 
     /// What the store holds for a region, intact (the damaged tail is cut in the store too).
@@ -467,10 +482,11 @@ impl Durability {
     /// The region left this host: if it comes back, its first tick here writes a checkpoint,
     /// and its log continues from what the store holds then (another host may have appended
     /// meanwhile), not from what this host last wrote.
-    pub fn checkpoint_soon(&self, id: RegionId) {
+    /// `ticket` is the one its load claimed with: a newer load's claim stands.
+    pub(crate) fn checkpoint_soon(&self, id: RegionId, ticket: u64) {
         self.last_checkpoint.lock().remove(&id);
         self.replica_gen.lock().remove(&id);
-        let _ = self.tx.send(Job::Forget { region: id });
+        let _ = self.tx.send(Job::Forget { region: id, ticket });
     }
 }
 
@@ -549,6 +565,8 @@ struct Writer {
     needs_whole: Arc<parking_lot::Mutex<std::collections::HashSet<RegionId>>>,
     /// This writer's owner token per region it claimed (fencing; see `store::Store::claim`).
     owners: HashMap<RegionId, u64>,
+    /// The ticket of each region's latest load (claim): a release naming another is stale.
+    loads: HashMap<RegionId, u64>,
     /// Regions whose writes the store refused: nothing more is written or acknowledged for
     /// them until they are claimed again.
     fenced: std::collections::HashSet<RegionId>,
@@ -719,13 +737,20 @@ impl Writer {
                     let _ = reply.send(());
                 }
             }
-            Job::Forget { region } => {
+            Job::Forget { region, ticket } => {
+                if self.loads.get(&region).is_some_and(|&t| t != ticket) {
+                    // Loaded again since (by a host sharing this writer): that load owns it.
+                    tracing::debug!(%region, ticket, "release of an earlier load: the newer claim stands");
+                    return;
+                }
+                self.loads.remove(&region);
                 self.last_seq.remove(&region);
                 let _ = self.builds.try_send(Build::Forget { region });
                 self.owners.remove(&region);
                 self.fenced.remove(&region);
             }
-            Job::Claim { region } => {
+            Job::Claim { region, ticket } => {
+                self.loads.insert(region, ticket);
                 if !self.owners.contains_key(&region) {
                     if let Err(e) = self.claim(region) {
                         tracing::error!(%region, "could not claim the region in the store ({e}): its changes will be refused");

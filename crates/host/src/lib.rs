@@ -101,6 +101,8 @@ pub(crate) struct RegionSlot {
     border: Mutex<Option<border::Border>>,
     /// Durable inputs waiting for their acknowledgement.
     acks: Mutex<durable::AckQueue>,
+    /// The ticket this load claimed the region in the store with (0: no store).
+    store_ticket: u64,
 }
 
 struct RegionMetrics {
@@ -257,12 +259,15 @@ impl Host {
             scripts: Mutex::new(scripts.unwrap_or_default()),
             border: Mutex::new(None),
             acks: Mutex::new(durable::AckQueue::default()),
+            store_ticket: self.shared.durable.get().map_or(0, |d| d.next_ticket()),
         };
         *slot.first_tick.lock() = hook;
+        let slot_ticket = slot.store_ticket;
         regions.insert(id, Arc::new(slot));
         drop(regions);
         if let Some(d) = self.shared.durable.get() {
-            d.claim(id); // before its first tick: every record of this load is fenced by it
+            // Before its first tick: every record of this load is fenced by it.
+            d.claim(id, slot_ticket);
         }
         self.shared.schedule.lock().push(Reverse((now, id, incarnation)));
         self.shared.wake.notify_one();
@@ -296,7 +301,7 @@ impl Host {
         let inputs: Vec<Input> = slot.inputs.lock().drain(..).collect();
         let inputs = slot.acks.lock().fail_all(inputs);
         if let Some(d) = self.shared.durable.get() {
-            d.checkpoint_soon(id);
+            d.checkpoint_soon(id, slot.store_ticket);
         }
         slot.metrics.entities.set(0.0);
         slot.metrics.avatars.set(0.0);

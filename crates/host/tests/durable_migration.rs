@@ -1,7 +1,9 @@
 //! Live migration between two hosts that share one store (SQLite): the target continues the
 //! region's log, and every change acknowledged on either side, before or after the move, is in
 //! the store exactly once; changes sent while it moves are refused ("send again"), never half
-//! applied. (The order "flush, then release" is the migration machines' rule, tested in
+//! applied. Both when each host has its store writer and when the two share one (as the hosts
+//! of `terrane run` do: then the target claims the region before the source lets it go).
+//! (The order "flush, then release" is the migration machines' rule, tested in
 //! crates/migrate; here nothing purposeful is queued at the freeze, since changes are refused
 //! during a move.)
 
@@ -64,16 +66,30 @@ fn names(r: &Region) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_store_the_target_continues_the_log_and_no_acknowledged_change_is_lost() {
+    migrate_with_a_store(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_sharing_one_store_writer_keep_logging_a_region_that_moved_between_them() {
+    migrate_with_a_store(true).await;
+}
+
+/// Moves HOME from one host to the other while changes flow; `shared`: both hosts use one
+/// Durability (one writer thread), otherwise each opens the store itself.
+async fn migrate_with_a_store(shared: bool) {
     let data = tempfile::tempdir().unwrap();
     let dir: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
-    let start = |open| async move {
-        let (host, d) = durable_host(open);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        (host, d, listener)
+    let (ha, da) = durable_host(opener(data.path()));
+    let hb = if shared {
+        let hb = Host::start(HostConfig { cores: 1, seed: 3 });
+        hb.set_durability(da.clone());
+        hb
+    } else {
+        durable_host(opener(data.path())).0
     };
-    let (ha, _da, la) = start(opener(data.path())).await;
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = Net::start(ha, la, dir.clone());
-    let (hb, _db, lb) = start(opener(data.path())).await;
     let b = Net::start(hb, lb, dir.clone());
     a.claim_new(HOME, None).await.unwrap();
 
