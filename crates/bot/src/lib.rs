@@ -154,6 +154,16 @@ pub struct GapFigures {
 }
 
 impl GapLog {
+    /// The longest gap that overlaps the window: when it began and how long it was.
+    pub fn longest_within(&self, window: (Instant, Instant)) -> Option<(Instant, Duration)> {
+        self.gaps
+            .iter()
+            .map(|&(end, us)| (end.checked_sub(Duration::from_micros(us)).unwrap_or(end), end, us))
+            .filter(|&(start, end, _)| start <= window.1 && end >= window.0)
+            .max_by_key(|&(_, _, us)| us)
+            .map(|(start, _, us)| (start, Duration::from_micros(us)))
+    }
+
     /// The gaps (time between two consecutive updates of one bot) that overlap any window.
     pub fn within(&self, windows: &[(Instant, Instant)]) -> GapFigures {
         let mut gaps: Vec<u64> = self

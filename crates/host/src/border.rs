@@ -408,9 +408,14 @@ pub(crate) fn hurry(shared: &crate::Shared, slot: &crate::RegionSlot, id: Region
     use std::sync::atomic::Ordering;
     let mut schedule = shared.schedule.lock();
     let due = slot.due.load(Ordering::SeqCst);
+    if due == crate::TICKING {
+        return; // its tick runs now: rescheduling it brings the next one forward if need be
+    }
     let now = shared.epoch.elapsed().as_micros() as u64;
     if let Some(earliest) = hurried(due, interval_us, now) {
-        slot.due.store(earliest, Ordering::SeqCst);
+        if slot.due.compare_exchange(due, earliest, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return; // a thread took that tick meanwhile
+        }
         schedule.push(std::cmp::Reverse((earliest, id, slot.incarnation)));
         drop(schedule);
         shared.wake.notify_one();

@@ -81,8 +81,9 @@ pub(crate) struct RegionSlot {
     pub(crate) freeze_link: Mutex<Option<link::LinkTx>>,
     /// Woken after every tick: a migration sends its next round at tick boundaries.
     pub(crate) boundary: Arc<tokio::sync::Notify>,
-    /// When its live entry in the schedule is due (changed under the schedule's lock); an
-    /// entry due at another time was superseded (see `border::hurry`) and is skipped.
+    /// When its live entry in the schedule is due (changed under the schedule's lock, or
+    /// [`TICKING`] while a thread runs that tick); an entry due at another time was superseded
+    /// (see `border::hurry`) and is skipped.
     pub(crate) due: AtomicU64,
     /// Wall-clock time of the last tick (Unix µs), for freeze measurements.
     pub(crate) last_tick_unix: AtomicU64,
@@ -425,6 +426,21 @@ impl Host {
         Ok(())
     }
 
+    /// Runs the region's tick on the calling thread if one is due, rather than waiting for a
+    /// tick worker to wake for it. For a region a migration just committed here: its first
+    /// tick ends the freeze, and a worker's wake-up (a thread hop: milliseconds on a busy
+    /// machine) would be inside it.
+    pub fn tick_if_due(&self, id: RegionId) {
+        let Ok(slot) = self.slot(id) else { return };
+        let due = slot.due.load(Ordering::SeqCst);
+        let now = self.shared.epoch.elapsed().as_micros() as u64;
+        if self.shared.stop.load(Ordering::SeqCst) || due > now || !take_tick(&slot, due) {
+            return;
+        }
+        let next = run_tick(&self.shared, id, &slot, due);
+        reschedule(&self.shared, id, &slot, next);
+    }
+
     pub(crate) fn slot(&self, id: RegionId) -> Result<Arc<RegionSlot>, HostError> {
         self.shared.regions.read().get(&id).cloned().ok_or(HostError::UnknownRegion(id))
     }
@@ -468,12 +484,22 @@ fn worker(shared: &Shared) {
         // Another region may be due right away: let an idle worker take it.
         shared.wake.notify_one();
         let Some(slot) = shared.regions.read().get(&id).cloned() else { continue };
-        if slot.incarnation != incarnation || slot.due.load(Ordering::SeqCst) != due {
-            continue; // unloaded and loaded again, or brought forward: another entry ticks it
+        if slot.incarnation != incarnation || !take_tick(&slot, due) {
+            continue; // unloaded and loaded again, brought forward, or ticked by another thread
         }
         let next = run_tick(shared, id, &slot, due);
         reschedule(shared, id, &slot, next);
     }
+}
+
+/// `RegionSlot::due` while a tick of the region runs: whoever set it runs that tick, and any
+/// schedule entry found meanwhile is stale.
+pub(crate) const TICKING: u64 = u64::MAX;
+
+/// Takes the region's tick due at `due` for the caller: false when it was superseded or
+/// another thread took it.
+fn take_tick(slot: &RegionSlot, due: u64) -> bool {
+    slot.due.compare_exchange(due, TICKING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
 }
 
 /// Puts a region that just ticked back in the schedule for its next tick (unless it was

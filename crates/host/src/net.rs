@@ -67,10 +67,12 @@ pub struct MigrationStatus {
     pub forced_freeze: bool,
     pub abort_reason: Option<String>,
     pub bytes_per_round: Vec<u64>,
-    #[serde(skip)]
+    /// The freeze's ends (unix time, microseconds): the end of the source's last tick and of
+    /// the target's first one (reported by the target; it may arrive before this host has
+    /// noted its own last tick).
+    #[serde(rename = "freeze_from_unix_us")]
     last_source_tick_unix: Option<u64>,
-    /// Reported by the target; may arrive before this host has noted its own last tick.
-    #[serde(skip)]
+    #[serde(rename = "freeze_to_unix_us")]
     first_target_tick_unix: Option<u64>,
     #[serde(skip)]
     started_unix: u64,
@@ -361,7 +363,24 @@ impl Net {
         while let Some(msg) = link.rx.recv().await {
             match msg {
                 LinkMsg::Migration { region, msg } => {
-                    if let Some(id) = self.on_migration_msg(region, msg, &link.tx) {
+                    let handled = if matches!(msg, migrate::Msg::Chunk { freeze: None, .. }) {
+                        // A pre-copy round's chunk: taking in a full copy is tens of
+                        // milliseconds of decoding and hashing. Off this task at a lower CPU
+                        // priority, so the ticks of every region (here and on the source, when
+                        // they share a machine) go first; in order, as this task waits for it.
+                        let (net, tx) = (self.clone(), link.tx.clone());
+                        let (done, took) = tokio::sync::oneshot::channel();
+                        let rt = tokio::runtime::Handle::current();
+                        let _ = crate::background(move || {
+                            let _in_runtime = rt.enter(); // what it starts may spawn tasks
+                            let _ = done.send(net.on_migration_msg(region, msg, &tx));
+                        })
+                        .await;
+                        took.await.ok().flatten()
+                    } else {
+                        self.on_migration_msg(region, msg, &link.tx)
+                    };
+                    if let Some(id) = handled {
                         // A pre-copy round just landed: prepare its scripts before acknowledging
                         // it, off this task (other links go on meanwhile). The source's round
                         // timing then includes the preparation, so it freezes only once the
@@ -617,6 +636,8 @@ impl Net {
                     for input in pending {
                         let _ = self.host.send(region, input);
                     }
+                    // The first tick here ends the freeze: run it now, on this thread.
+                    self.host.tick_if_due(region);
                     continue;
                 }
                 TargetEvent::Aborted { reason } => {

@@ -83,3 +83,30 @@ fn many_regions_tick_on_a_small_pool() {
     eventually("every region ticked", || ids.iter().all(|&r| host.stats(r).unwrap().ticks >= 3));
     host.shutdown();
 }
+
+#[test]
+fn a_tick_run_on_the_callers_thread_is_never_run_twice() {
+    // An empty region ticks at 5 Hz. Three threads asking for its due tick all the time, and
+    // the tick worker, must share each due tick: one of them runs it, the others skip it.
+    let host = Host::start(HostConfig { cores: 1, seed: 3 });
+    let r = RegionId::new(2, 2);
+    host.load_new(r, None).unwrap();
+    let before = host.stats(r).unwrap().ticks;
+    let spin = Duration::from_millis(1000);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let until = Instant::now() + spin;
+                while Instant::now() < until {
+                    host.tick_if_due(r);
+                }
+            });
+        }
+    });
+    let stats = host.stats(r).unwrap();
+    assert_eq!(stats.rate_hz, 5);
+    let ticks = stats.ticks - before;
+    // At most one tick per 200 ms interval (and one at the start), however many threads ask.
+    assert!((1..=7).contains(&ticks), "{ticks} ticks in {spin:?} at 5 Hz");
+    host.shutdown();
+}

@@ -133,6 +133,7 @@ pub fn bench(a: MigrateBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
+    let clock = (Instant::now(), std::time::SystemTime::now());
     let mut procs = Procs(Vec::new());
     let dir = free_addr()?;
     spawn(&mut procs, &["orchestrator", "--listen", &dir])?;
@@ -285,7 +286,10 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
             for strategy in strategies {
                 let w: Vec<(Instant, Instant)> =
                     windows.iter().filter(|(s, _)| s == strategy).map(|(_, w)| *w).collect();
-                during.insert(strategy.replace('-', "_"), serde_json::to_value(log.within(&w))?);
+                let mut figures = serde_json::to_value(log.within(&w))?;
+                let runs = &results.iter().find(|(s, _)| s == strategy).expect("known strategy").1;
+                figures["longest_gaps"] = longest_gaps(&log, &w, runs, clock);
+                during.insert(strategy.replace('-', "_"), figures);
             }
             report["during_migrations"] = Value::Object(during);
             // Whether every migration of the phase happened while the bots were connected.
@@ -313,6 +317,32 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         restart,
         bots,
     })
+}
+
+/// For each migration, the longest update gap a bot saw during it and where it began relative
+/// to the freeze (negative: before the source's last tick), so a long gap can be told apart as
+/// the freeze itself or something around it. `clock` pairs an instant with the unix time then.
+fn longest_gaps(
+    log: &bot::GapLog,
+    windows: &[(Instant, Instant)],
+    runs: &[Value],
+    clock: (Instant, std::time::SystemTime),
+) -> Value {
+    let unix_us = |at: Instant| {
+        let since = clock.1.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let offset = at.checked_duration_since(clock.0).unwrap_or_default();
+        (since + offset).as_micros() as f64
+    };
+    let each = windows.iter().zip(runs).filter_map(|(&w, run)| {
+        let (began, len) = log.longest_within(w)?;
+        let mut gap = serde_json::json!({ "gap_ms": len.as_secs_f64() * 1000.0 });
+        if let Some(from) = run["freeze_from_unix_us"].as_f64() {
+            gap["began_ms_after_freeze"] =
+                Value::from(((unix_us(began) - from) / 1000.0 * 10.0).round() / 10.0);
+        }
+        Some(gap)
+    });
+    Value::Array(each.collect())
 }
 
 async fn wait_entities(http: &reqwest::Client, api: &str, want: u64) -> anyhow::Result<()> {
