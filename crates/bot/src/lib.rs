@@ -156,25 +156,25 @@ pub struct GapFigures {
 impl GapLog {
     /// The longest gap that overlaps the window: when it began and how long it was.
     pub fn longest_within(&self, window: (Instant, Instant)) -> Option<(Instant, Duration)> {
-        self.gaps
-            .iter()
-            .map(|&(end, us)| (end.checked_sub(Duration::from_micros(us)).unwrap_or(end), end, us))
-            .filter(|&(start, end, _)| start <= window.1 && end >= window.0)
-            .max_by_key(|&(_, _, us)| us)
-            .map(|(start, _, us)| (start, Duration::from_micros(us)))
+        self.overlapping(&[window])
+            .max_by_key(|&(_, us)| us)
+            .map(|(start, us)| (start, Duration::from_micros(us)))
+    }
+
+    /// The gaps that overlap any window, each as when it began and its length in µs.
+    fn overlapping<'a>(
+        &'a self,
+        windows: &'a [(Instant, Instant)],
+    ) -> impl Iterator<Item = (Instant, u64)> + 'a {
+        self.gaps.iter().filter_map(move |&(end, us)| {
+            let start = end.checked_sub(Duration::from_micros(us)).unwrap_or(end);
+            windows.iter().any(|&(a, b)| start <= b && end >= a).then_some((start, us))
+        })
     }
 
     /// The gaps (time between two consecutive updates of one bot) that overlap any window.
     pub fn within(&self, windows: &[(Instant, Instant)]) -> GapFigures {
-        let mut gaps: Vec<u64> = self
-            .gaps
-            .iter()
-            .filter(|&&(end, us)| {
-                let start = end.checked_sub(Duration::from_micros(us)).unwrap_or(end);
-                windows.iter().any(|&(a, b)| start <= b && end >= a)
-            })
-            .map(|&(_, us)| us)
-            .collect();
+        let mut gaps: Vec<u64> = self.overlapping(windows).map(|(_, us)| us).collect();
         gaps.sort_unstable();
         let ms = |us: u64| us as f64 / 1000.0;
         GapFigures {

@@ -584,31 +584,32 @@ fn send_transmits(shared: &Shared, id: RegionId, transmits: Vec<crossing::Transm
 /// a lower CPU priority, so that on a busy machine the region's tick threads, and the other
 /// regions here, go first. The receiver completes when the work is done (or the thread could not
 /// start, after running it here instead).
-pub(crate) fn background(f: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+pub(crate) fn background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
     off_thread(true, f)
 }
 
 /// Runs `f` on a thread of its own, at a lower CPU priority when `lower` (see [`background`]);
-/// at the normal priority for work something urgent waits on.
-pub(crate) fn off_thread(
+/// at the normal priority for work something urgent waits on. The receiver gets what it returns.
+pub(crate) fn off_thread<T: Send + 'static>(
     lower: bool,
-    f: impl FnOnce() + Send + 'static,
-) -> tokio::sync::oneshot::Receiver<()> {
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let work = std::sync::Arc::new(parking_lot::Mutex::new(Some(f)));
+    let work = std::sync::Arc::new(parking_lot::Mutex::new(Some((f, tx))));
     let theirs = work.clone();
     let started = std::thread::Builder::new().name("background".into()).spawn(move || {
         if lower {
             lower_priority();
         }
-        if let Some(f) = theirs.lock().take() {
-            f();
+        if let Some((f, tx)) = theirs.lock().take() {
+            let _ = tx.send(f());
         }
-        let _ = tx.send(());
     });
     if started.is_err() {
-        if let Some(f) = work.lock().take() {
-            f();
+        if let Some((f, tx)) = work.lock().take() {
+            let _ = tx.send(f());
         }
     }
     rx

@@ -369,14 +369,14 @@ impl Net {
                         // priority, so the ticks of every region (here and on the source, when
                         // they share a machine) go first; in order, as this task waits for it.
                         let (net, tx) = (self.clone(), link.tx.clone());
-                        let (done, took) = tokio::sync::oneshot::channel();
                         let rt = tokio::runtime::Handle::current();
-                        let _ = crate::background(move || {
+                        crate::background(move || {
                             let _in_runtime = rt.enter(); // what it starts may spawn tasks
-                            let _ = done.send(net.on_migration_msg(region, msg, &tx));
+                            net.on_migration_msg(region, msg, &tx)
                         })
-                        .await;
-                        took.await.ok().flatten()
+                        .await
+                        .ok()
+                        .flatten()
                     } else {
                         self.on_migration_msg(region, msg, &link.tx)
                     };
