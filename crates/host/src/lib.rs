@@ -441,6 +441,13 @@ impl Host {
         reschedule(&self.shared, id, &slot, next);
     }
 
+    /// Whether the region is loaded here. Only a lookup: cheap enough for every input routed
+    /// (unlike [`Host::stats`], which takes the region's lock and brings its state hash up to
+    /// date, tens of milliseconds after a tick that ran thousands of scripts).
+    pub fn holds(&self, id: RegionId) -> bool {
+        self.shared.regions.read().contains_key(&id)
+    }
+
     pub(crate) fn slot(&self, id: RegionId) -> Result<Arc<RegionSlot>, HostError> {
         self.shared.regions.read().get(&id).cloned().ok_or(HostError::UnknownRegion(id))
     }

@@ -254,7 +254,7 @@ impl Net {
         let me = Placement { host: self.name.clone(), epoch: 1 };
         if !self.directory.compare_and_swap(region, None, me).await? {
             let p = self.directory.get(region).await?.ok_or(NetError::NotInDirectory(region))?;
-            if p.host != self.name || self.host.stats(region).is_ok() {
+            if p.host != self.name || self.host.holds(region) {
                 return Err(NetError::OwnedElsewhere { region, owner: p.host, epoch: p.epoch });
             }
         }
@@ -308,7 +308,7 @@ impl Net {
             // can come first): held until it ticks here. Checked under the held inputs' lock,
             // which the commit takes only after loading, so none is left behind.
             let mut pending = self.pending_inputs.lock();
-            if self.host.stats(region).is_ok() {
+            if self.host.holds(region) {
                 drop(pending);
                 if let Err(e) = self.host.send(region, input) {
                     tracing::debug!(%region, "input dropped: {e}");
@@ -333,7 +333,7 @@ impl Net {
     }
 
     fn deliver_input(&self, region: RegionId, input: Input) {
-        if self.host.stats(region).is_ok() {
+        if self.host.holds(region) {
             if let Err(e) = self.host.send(region, input) {
                 tracing::debug!(%region, "input dropped: {e}");
             }
@@ -407,7 +407,7 @@ impl Net {
                     let mut subs = self.subscribers.lock();
                     // A region still arriving counts as here: its subscribers follow it from
                     // the source as soon as the epoch moves, often before the region is loaded here.
-                    if self.receiving(region) || self.host.stats(region).is_ok() {
+                    if self.receiving(region) || self.host.holds(region) {
                         if let Some(after) = after {
                             self.replay_after(region, after, &link.tx);
                         }
@@ -490,7 +490,7 @@ impl Net {
         let now = self.host.now_us();
         let mut incoming = self.incoming.lock();
         if let Msg::Prepare { id, region: r, epoch } = &msg {
-            if !incoming.contains_key(id) && r == &region && self.host.stats(region).is_err() {
+            if !incoming.contains_key(id) && r == &region && !self.host.holds(region) {
                 incoming.insert(
                     *id,
                     Incoming {
@@ -645,7 +645,7 @@ impl Net {
                     drop(incoming);
                     self.pending_inputs.lock().remove(&region);
                     // Whoever subscribed while it was arriving looks for it elsewhere again.
-                    if self.host.stats(region).is_err() {
+                    if !self.host.holds(region) {
                         self.replay.lock().remove(&region);
                         for s in self.subscribers.lock().remove(&region).unwrap_or_default() {
                             s.send(&LinkMsg::NotHere { region, owner: None });

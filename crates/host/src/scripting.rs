@@ -626,11 +626,14 @@ impl ScriptPass for Pass<'_> {
         }
         let view = RegionView::new(region);
         let now_ms = view.now_ms();
-        let mut due = 0;
-        for (s, m) in rs.live.iter().zip(rs.meta.iter_mut()) {
-            if s.queued() > 0 || s.timer().is_some_and(|t| now_ms >= t.next_due_ms) {
-                m.dirty = true;
-                due += 1;
+        // The scripts with work this tick, with their queue and timer as they were: a script
+        // the budget defers keeps both, so it needs no write-back (a burst of timers spread
+        // over several ticks would otherwise copy out every waiting script each tick).
+        let mut due: Vec<(usize, usize, Option<u64>)> = Vec::new();
+        for (i, s) in rs.live.iter().enumerate() {
+            let timer = s.timer().map(|t| t.next_due_ms);
+            if s.queued() > 0 || timer.is_some_and(|t| now_ms >= t) {
+                due.push((i, s.queued(), timer));
             }
         }
         let budget = self.host.budget(region.interval_us());
@@ -639,8 +642,14 @@ impl ScriptPass for Pass<'_> {
         // The same results either way (scripts share nothing); the pool only when it can
         // run enough in parallel to pay for waking it.
         let pool = &self.host.pool;
-        let pool = (due >= MIN_PARALLEL_SCRIPTS && pool.current_num_threads() > 1).then_some(pool);
+        let pool = (due.len() >= MIN_PARALLEL_SCRIPTS && pool.current_num_threads() > 1).then_some(pool);
         let batch = run_batch(pool, &mut rs.live, &view, budget);
+        for (i, queued, timer) in due {
+            let s = &rs.live[i];
+            if s.queued() != queued || s.timer().map(|t| t.next_due_ms) != timer {
+                rs.meta[i].dirty = true;
+            }
+        }
         self.report.events = batch.events;
         self.report.deferred = batch.deferred;
         for (s, had) in rs.live.iter().zip(had_error) {
@@ -709,8 +718,9 @@ impl ScriptPass for Pass<'_> {
             }
         }
 
-        // Write back every script that may have changed: only chunks whose content changed
-        // since the last write (the region compares again and stamps only real changes).
+        // Write back every script that may have changed (ran an event, so its version moved;
+        // had an event queued or its timer fire): only chunks whose content changed since the
+        // last write (the region compares again and stamps only real changes).
         let mut updates = Vec::new();
         for (s, m) in rs.live.iter_mut().zip(rs.meta.iter_mut()) {
             if !std::mem::take(&mut m.dirty) && Some(s.version()) == m.synced {
@@ -753,20 +763,17 @@ fn in_range(view: &RegionView, from: Vec3, listener: EntityId, range: ChatRange)
 }
 
 /// The region as scripts read it during one pass: poses in region metres (children of a
-/// linkset at their world position) and a grid of entities for sensors. The grid and the
-/// border check are built the first time a script needs them: most passes need neither, and
-/// building them visits every entity (for a region of 10,000 objects, the larger part of a
-/// tick).
+/// linkset at their world position) and a grid of entities for sensors. The grid is built
+/// the first time a script needs it: most passes need none, and building it visits every
+/// entity (for a region of 10,000 objects, the larger part of a tick).
 pub struct RegionView<'a> {
     region: &'a Region,
     cells: std::sync::OnceLock<Vec<Vec<Sensed>>>,
-    /// Whether any unit is held at the border (then its scripts are paused).
-    any_held: std::sync::OnceLock<bool>,
 }
 
 impl<'a> RegionView<'a> {
     pub fn new(region: &'a Region) -> RegionView<'a> {
-        RegionView { region, cells: std::sync::OnceLock::new(), any_held: std::sync::OnceLock::new() }
+        RegionView { region, cells: std::sync::OnceLock::new() }
     }
 
     fn cells(&self) -> &[Vec<Sensed>] {
@@ -777,12 +784,6 @@ impl<'a> RegionView<'a> {
                 cells[cell_of(pos)].push(Sensed { id: e.id, avatar: e.is_avatar(), pos });
             }
             cells
-        })
-    }
-
-    fn any_held(&self) -> bool {
-        *self.any_held.get_or_init(|| {
-            self.region.entities().any(|e| world::border::is_root(e) && world::border::outside(e.pos))
         })
     }
 }
@@ -800,7 +801,9 @@ impl WorldView for RegionView<'_> {
         self.region.now_us() / 1000
     }
     fn paused(&self, object: EntityId) -> bool {
-        self.any_held() && self.region.is_held(object)
+        // A lookup or two per script with work. (Asking first whether any unit is held at all
+        // visited every entity, once per pass: a millisecond in a region of 10,000 objects.)
+        self.region.is_held(object)
     }
     fn region(&self) -> RegionId {
         self.region.id()

@@ -124,7 +124,7 @@ impl Grid {
     fn send(&self, r: RegionId, input: Input) {
         let mut input = Some(input);
         for h in &self.0 {
-            if h.stats(r).is_ok() {
+            if h.holds(r) {
                 if let Some(i) = input.take() {
                     let _ = h.send(r, i);
                 }
@@ -134,7 +134,7 @@ impl Grid {
     }
 
     fn with_region<T>(&self, r: RegionId, f: impl FnOnce(&world::Region) -> T) -> Option<T> {
-        let h = self.0.iter().find(|h| h.stats(r).is_ok())?;
+        let h = self.0.iter().find(|h| h.holds(r))?;
         h.with_region(r, f).ok()
     }
 }

@@ -146,7 +146,8 @@ impl Region {
                 Some(seat) => self.entities.get(&seat).and_then(|s| s.parent).unwrap_or(seat),
                 None => id,
             },
-            _ => id,
+            // A root itself (most scripted objects): no second lookup.
+            _ => return outside(e.pos),
         };
         self.entities.get(&root).is_some_and(|r| r.parent.is_none() && outside(r.pos))
     }
