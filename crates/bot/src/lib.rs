@@ -161,28 +161,51 @@ impl GapLog {
             .map(|(start, us)| (start, Duration::from_micros(us)))
     }
 
+    /// Every gap as when it began and its length in µs.
+    fn spans(&self) -> impl Iterator<Item = (Instant, u64)> + '_ {
+        self.gaps.iter().map(|&(end, us)| (end.checked_sub(Duration::from_micros(us)).unwrap_or(end), us))
+    }
+
     /// The gaps that overlap any window, each as when it began and its length in µs.
     fn overlapping<'a>(
         &'a self,
         windows: &'a [(Instant, Instant)],
     ) -> impl Iterator<Item = (Instant, u64)> + 'a {
-        self.gaps.iter().filter_map(move |&(end, us)| {
-            let start = end.checked_sub(Duration::from_micros(us)).unwrap_or(end);
-            windows.iter().any(|&(a, b)| start <= b && end >= a).then_some((start, us))
-        })
+        self.spans().filter(move |&(start, us)| overlaps(start, us, windows))
     }
 
     /// The gaps (time between two consecutive updates of one bot) that overlap any window.
     pub fn within(&self, windows: &[(Instant, Instant)]) -> GapFigures {
-        let mut gaps: Vec<u64> = self.overlapping(windows).map(|(_, us)| us).collect();
-        gaps.sort_unstable();
-        let ms = |us: u64| us as f64 / 1000.0;
-        GapFigures {
-            gaps: gaps.len() as u64,
-            gap_p50_ms: ms(percentile(&gaps, 0.50)),
-            gap_p99_ms: ms(percentile(&gaps, 0.99)),
-            gap_max_ms: ms(gaps.last().copied().unwrap_or(0)),
-        }
+        figures(self.overlapping(windows).map(|(_, us)| us).collect())
+    }
+
+    /// The gaps that began at `from` or later and overlap none of the windows: the same crowd
+    /// with nothing else going on, to tell what the windows add from what the machine does anyway.
+    pub fn outside(&self, from: Instant, windows: &[(Instant, Instant)]) -> GapFigures {
+        figures(
+            self.spans()
+                .filter(|&(start, us)| start >= from && !overlaps(start, us, windows))
+                .map(|(_, us)| us)
+                .collect(),
+        )
+    }
+}
+
+/// Whether a gap that began at `start` and lasted `us` overlaps any window.
+fn overlaps(start: Instant, us: u64, windows: &[(Instant, Instant)]) -> bool {
+    let end = start + Duration::from_micros(us);
+    windows.iter().any(|&(a, b)| start <= b && end >= a)
+}
+
+/// Figures over some gaps, in µs.
+fn figures(mut gaps: Vec<u64>) -> GapFigures {
+    gaps.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    GapFigures {
+        gaps: gaps.len() as u64,
+        gap_p50_ms: ms(percentile(&gaps, 0.50)),
+        gap_p99_ms: ms(percentile(&gaps, 0.99)),
+        gap_max_ms: ms(gaps.last().copied().unwrap_or(0)),
     }
 }
 
@@ -461,5 +484,19 @@ mod tests {
         ] {
             assert!(json.get(key).is_some(), "{key} is missing from {json}");
         }
+    }
+
+    #[test]
+    fn gaps_split_into_those_during_windows_and_those_after_a_moment_outside_them() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        // (end, length): 100–120, 130–170 (touches the window), 200–222, 20–40 (before `from`).
+        let log =
+            GapLog { gaps: vec![(ms(120), 20_000), (ms(170), 40_000), (ms(222), 22_000), (ms(40), 20_000)] };
+        let window = [(ms(160), ms(180))];
+        let during = log.within(&window);
+        assert_eq!((during.gaps, during.gap_max_ms), (1, 40.0));
+        let between = log.outside(ms(50), &window);
+        assert_eq!((between.gaps, between.gap_max_ms), (2, 22.0));
     }
 }

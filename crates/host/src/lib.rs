@@ -536,22 +536,29 @@ fn copy_off_tick(shared: &Shared, id: RegionId, migration: migrate::MigrationId,
     let epoch = shared.epoch;
     let Some(slot) = shared.regions.read().get(&id).cloned() else { return };
     let started = Instant::now();
-    drop(background(move || {
-        let (bytes, generation, what) = match job {
-            OffTick::Snapshot(copy) => {
-                let bytes = copy.snapshot_with(world::Compression::Lz4);
-                let _ = copy.state_hash();
-                slot.region.lock().adopt_hash_cache(&copy);
-                (bytes, copy.generation(), "full copy")
-            }
-            OffTick::Delta(delta) => (delta.encode(), delta.generation, "round"),
-        };
+    // The encoding at a lower priority; handing it over at the normal one. The hand-over takes
+    // the locks the tick takes: a low-priority thread holding one would be set aside by the
+    // very work it must not delay, and the tick would wait for it.
+    let encoded = background(move || match job {
+        OffTick::Snapshot(copy) => {
+            let bytes = copy.snapshot_with(world::Compression::Lz4);
+            let _ = copy.state_hash();
+            (bytes, copy.generation(), Some(copy))
+        }
+        OffTick::Delta(delta) => (delta.encode(), delta.generation, None),
+    });
+    drop(off_thread(false, move || {
+        let Ok((bytes, generation, copy)) = encoded.blocking_recv() else { return };
+        if let Some(copy) = &copy {
+            slot.region.lock().adopt_hash_cache(copy);
+        }
         let now = epoch.elapsed().as_micros() as u64;
         // Only to the migration that asked (another may have started since).
         if let Some(m) = slot.migration.lock().as_mut().filter(|m| m.id() == migration) {
             m.copy_ready(now, bytes, generation);
         }
         slot.boundary.notify_one();
+        let what = if copy.is_some() { "full copy" } else { "round" };
         tracing::debug!(target: "freeze", region = %id, us = started.elapsed().as_micros() as u64, "{what} encoded off the tick thread");
     }));
 }

@@ -256,6 +256,7 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         let joined = Instant::now();
         wait_entities(&http, &hosts[owner].api, (a.objects + a.avatars) as u64).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let settled = Instant::now();
         for round in 0..a.repeat {
             for strategy in strategies {
                 let to = 1 - owner;
@@ -292,6 +293,9 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
                 during.insert(strategy.replace('-', "_"), figures);
             }
             report["during_migrations"] = Value::Object(during);
+            // The same crowd while no migration runs: what this machine does to the gaps anyway.
+            let all: Vec<(Instant, Instant)> = windows.iter().map(|(_, w)| *w).collect();
+            report["between_migrations"] = serde_json::to_value(log.outside(settled, &all))?;
             // Whether every migration of the phase happened while the bots were connected.
             report["covered_all_migrations"] = Value::Bool(covered);
             bots.insert(phase.to_string(), report);
