@@ -35,6 +35,11 @@ pub const MAX_REGIONS_PER_HOST: usize = 4096;
 /// How much lower (in nice steps) work that must not delay ticks runs, such as preparing an
 /// incoming migration's scripts.
 pub const BACKGROUND_NICE: i32 = 10;
+/// How much higher (in nice steps) the tick workers ask to run than the process: a tick that
+/// waits for a core is late for every client of its region, whatever else the machine runs.
+/// Raising a priority needs the right to (root, or `CAP_SYS_NICE`); without it the workers run
+/// at the process's priority and the host says so once.
+pub const TICK_NICE: i32 = -5;
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostError {
@@ -190,7 +195,15 @@ impl Host {
                 let shared = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("tick-{i}"))
-                    .spawn(move || worker(&shared))
+                    .spawn(move || {
+                        let raised = shift_priority(TICK_NICE);
+                        if i == 0 && !raised {
+                            tracing::info!(
+                                "tick workers run at the process's priority (raising it is not permitted)"
+                            );
+                        }
+                        worker(&shared)
+                    })
                     .expect("spawning a tick worker")
             })
             .collect();
@@ -631,12 +644,23 @@ pub(crate) fn off_thread<T: Send + 'static>(
 
 /// Lowers this thread's CPU priority by [`BACKGROUND_NICE`] (Linux: per thread).
 pub(crate) fn lower_priority() {
+    shift_priority(BACKGROUND_NICE);
+}
+
+/// Moves this thread's nice value by `steps` (Linux: per thread; threads it starts inherit the
+/// new value). Whether it took effect: raising a priority may not be permitted.
+pub(crate) fn shift_priority(steps: i32) -> bool {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on this thread's own id; no memory is passed.
     unsafe {
-        let tid = libc::gettid();
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, now + BACKGROUND_NICE);
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now + steps) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = steps;
+        false
     }
 }
 

@@ -110,3 +110,41 @@ fn a_tick_run_on_the_callers_thread_is_never_run_twice() {
     assert!((1..=7).contains(&ticks), "{ticks} ticks in {spin:?} at 5 Hz");
     host.shutdown();
 }
+
+/// Nice values of this process's threads named `name`, from /proc.
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        // After the command in parentheses: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        out.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn tick_workers_run_at_a_raised_priority_where_that_is_permitted() {
+    let host = Host::start(HostConfig { cores: 1, seed: 3 });
+    let main: i64 = {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(16).unwrap().parse().unwrap()
+    };
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    // Root may raise it; anyone else keeps the process's priority (and is told so in the log).
+    let expected = if root { (main + i64::from(host::TICK_NICE)).max(-20) } else { main };
+    eventually(&format!("the tick worker at nice {expected} (process {main}, root {root})"), || {
+        // Other tests' hosts have tick workers too: every one of them is raised alike.
+        let nice = nice_of_threads("tick-0");
+        !nice.is_empty() && nice.iter().all(|&n| n == expected)
+    });
+    host.shutdown();
+}
