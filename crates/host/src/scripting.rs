@@ -35,6 +35,12 @@ pub const EPOCH_PERIOD: Duration = Duration::from_millis(1);
 /// tick (and a handler still running is stopped). A quarter: motion, streaming and the
 /// region's other work keep the rest.
 pub const SCRIPT_BUDGET_SHARE: f64 = 0.25;
+/// Least share of the script budget left to running events, however much writing their state
+/// back into the region has been taking.
+pub const MIN_SCRIPT_RUN_SHARE: f64 = 0.25;
+/// Fewest scripts written back in a pass for its timing to update the estimate of how much of
+/// the budget write-back takes (a handful say little).
+pub const WRITEBACK_SAMPLE_SCRIPTS: usize = 64;
 /// Ticks over which script events per second and script time are averaged.
 pub const SCRIPT_STATS_WINDOW: usize = 256;
 /// Fewest scripts with work in a tick for the pass to hand them to the script pool. Handing
@@ -147,11 +153,13 @@ impl ScriptHost {
         self.pool.current_num_threads()
     }
 
-    fn budget(&self, interval_us: u64) -> TickBudget {
+    /// The time events may run this tick: the script budget's share of the interval, less the
+    /// part that writing the scripts' state back is expected to take (`run_share` of it runs).
+    fn budget(&self, interval_us: u64, run_share: f64) -> TickBudget {
         if !self.config.time_budget {
             return TickBudget::UNLIMITED;
         }
-        let share = (interval_us as f64 * SCRIPT_BUDGET_SHARE) as u64;
+        let share = (interval_us as f64 * SCRIPT_BUDGET_SHARE * run_share) as u64;
         self.engine.budget((share / EPOCH_PERIOD.as_micros() as u64).max(1))
     }
 }
@@ -275,6 +283,10 @@ pub struct RegionScripts {
     modules: HashMap<ModuleHash, Arc<ScriptModule>>,
     recent: VecDeque<(Instant, u64, Duration)>,
     events_total: u64,
+    /// Share of a pass that writing scripts' state back took (a moving average over passes
+    /// that wrote back at least `WRITEBACK_SAMPLE_SCRIPTS`): the budget covers run and
+    /// write-back together, so a burst of thousands of timers stays within it.
+    writeback_share: f64,
 }
 
 impl std::fmt::Debug for RegionScripts {
@@ -636,7 +648,9 @@ impl ScriptPass for Pass<'_> {
                 due.push((i, s.queued(), timer));
             }
         }
-        let budget = self.host.budget(region.interval_us());
+        let run_share = (1.0 - rs.writeback_share).max(MIN_SCRIPT_RUN_SHARE);
+        let budget = self.host.budget(region.interval_us(), run_share);
+        let batch_started = Instant::now();
         // Only a batch stops scripts: those stopped by this one are reported, once.
         let had_error: Vec<bool> = rs.live.iter().map(|s| s.error().is_some()).collect();
         // The same results either way (scripts share nothing); the pool only when it can
@@ -644,6 +658,7 @@ impl ScriptPass for Pass<'_> {
         let pool = &self.host.pool;
         let pool = (due.len() >= MIN_PARALLEL_SCRIPTS && pool.current_num_threads() > 1).then_some(pool);
         let batch = run_batch(pool, &mut rs.live, &view, budget);
+        let batch_time = batch_started.elapsed();
         for (i, queued, timer) in due {
             let s = &rs.live[i];
             if s.queued() != queued || s.timer().map(|t| t.next_due_ms) != timer {
@@ -722,6 +737,7 @@ impl ScriptPass for Pass<'_> {
         // had an event queued or its timer fire): only chunks whose content changed since the
         // last write (the region compares again and stamps only real changes).
         let mut updates = Vec::new();
+        let writeback_started = Instant::now();
         for (s, m) in rs.live.iter_mut().zip(rs.meta.iter_mut()) {
             if !std::mem::take(&mut m.dirty) && Some(s.version()) == m.synced {
                 continue;
@@ -749,6 +765,11 @@ impl ScriptPass for Pass<'_> {
                 chunks,
                 control: postcard::to_stdvec(&control).expect("serializing to memory cannot fail"),
             });
+        }
+        if updates.len() >= WRITEBACK_SAMPLE_SCRIPTS {
+            let writeback = writeback_started.elapsed().as_secs_f64();
+            let share = writeback / (writeback + batch_time.as_secs_f64()).max(1e-9);
+            rs.writeback_share = 0.7 * rs.writeback_share + 0.3 * share;
         }
         ScriptOutcome { effects, updates, stopped, saved }
     }
