@@ -121,7 +121,9 @@ struct Report {
     /// What the bots (the avatars, connected through a gateway) saw, per phase (one cohort for
     /// pre-copy, one for stop-and-copy and restart): over the cohort's whole stay, arrival
     /// included (update gaps, sequence gaps, disconnects), and in `during_migrations` per
-    /// strategy the update gaps that overlap a migration (its request to its answer, ±25 ms).
+    /// strategy the update gaps that overlap a migration (its request to its answer, ±25 ms);
+    /// `between_migrations` has the gaps from the first migration on that overlap none (the
+    /// same crowd on the same machine with no migration running, to compare against).
     bots: Option<Value>,
 }
 
