@@ -41,6 +41,8 @@ pub const MIN_SCRIPT_RUN_SHARE: f64 = 0.25;
 /// Fewest scripts written back in a pass for its timing to update the estimate of how much of
 /// the budget write-back takes (a handful say little).
 pub const WRITEBACK_SAMPLE_SCRIPTS: usize = 64;
+/// Weight of the newest pass in the moving average of the write-back share.
+pub const WRITEBACK_AVERAGE_WEIGHT: f64 = 0.3;
 /// Ticks over which script events per second and script time are averaged.
 pub const SCRIPT_STATS_WINDOW: usize = 256;
 /// Fewest scripts with work in a tick for the pass to hand them to the script pool. Handing
@@ -769,7 +771,7 @@ impl ScriptPass for Pass<'_> {
         if updates.len() >= WRITEBACK_SAMPLE_SCRIPTS {
             let writeback = writeback_started.elapsed().as_secs_f64();
             let share = writeback / (writeback + batch_time.as_secs_f64()).max(1e-9);
-            rs.writeback_share = 0.7 * rs.writeback_share + 0.3 * share;
+            rs.writeback_share += WRITEBACK_AVERAGE_WEIGHT * (share - rs.writeback_share);
         }
         ScriptOutcome { effects, updates, stopped, saved }
     }

@@ -111,6 +111,12 @@ fn a_tick_run_on_the_callers_thread_is_never_run_twice() {
     host.shutdown();
 }
 
+/// The nice value in a /proc `stat` line: after the command in parentheses, state is field 3
+/// and nice field 19.
+fn nice_in(stat: &str) -> i64 {
+    stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
 /// Nice values of this process's threads named `name`, from /proc.
 fn nice_of_threads(name: &str) -> Vec<i64> {
     let mut out = Vec::new();
@@ -119,10 +125,7 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
         if comm.trim() != name {
             continue;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
-        // After the command in parentheses: state is field 3, nice field 19.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        out.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+        out.push(nice_in(&std::fs::read_to_string(task.path().join("stat")).unwrap()));
     }
     out
 }
@@ -130,10 +133,7 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
 #[test]
 fn tick_workers_run_at_a_raised_priority_where_that_is_permitted() {
     let host = Host::start(HostConfig { cores: 1, seed: 3 });
-    let main: i64 = {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(16).unwrap().parse().unwrap()
-    };
+    let main = nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap());
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
