@@ -233,16 +233,21 @@ async fn migrate(
 }
 
 /// The region's snapshot at the current tick boundary (the canonical, compressed encoding).
+/// The region is only cloned between ticks; encoding a busy region takes tens of milliseconds,
+/// which happen on a background thread, not in the region's lock (the orchestrator fetches one
+/// every few seconds: each would otherwise hold a tick back for as long).
 async fn snapshot(State(s): State<ApiState>, Path(region): Path<String>) -> Response {
     let id = match parse_region(&region) {
         Ok(id) => id,
         Err(r) => return r,
     };
-    match s.host.with_region(id, |r| r.snapshot()) {
-        Ok(bytes) => {
-            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-        }
-        Err(e) => e.into_response(),
+    let copy = match s.host.with_region(id, |r| r.clone()) {
+        Ok(copy) => copy,
+        Err(e) => return e.into_response(),
+    };
+    match crate::background(move || copy.snapshot()).await {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
