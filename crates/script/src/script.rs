@@ -356,13 +356,24 @@ impl Script {
 
     /// Runs this tick's share of the script: queues a due timer, then runs up to
     /// `MAX_EVENTS_PER_TICK` queued events while the budget lasts. Effects collect in the
-    /// script until [`take_effects`](Script::take_effects).
+    /// script until [`take_effects`](Script::take_effects). A script with work whose turn
+    /// comes after the budget ran out is left exactly as it was (its due timer is queued when
+    /// it does run), so it has no new state to be written back until then.
     pub fn run_tick(&mut self, view: &dyn WorldView, budget: TickBudget) -> TickReport {
         let mut report = TickReport::default();
         if self.error().is_some() || view.paused(self.object()) {
             return report;
         }
-        self.poll_timer(view.now_ms());
+        let now_ms = view.now_ms();
+        let timer_due = self.store.data().vars.timer.is_some_and(|t| now_ms >= t.next_due_ms);
+        if self.queued() == 0 && !timer_due {
+            return report;
+        }
+        if self.module.epoch.load(Ordering::Acquire) >= budget.until_epoch {
+            report.deferred = true;
+            return report;
+        }
+        self.poll_timer(now_ms);
         if self.queued() == 0 {
             return report;
         }

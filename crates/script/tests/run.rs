@@ -126,6 +126,28 @@ fn scripts_not_started_before_the_budget_ends_keep_their_events() {
 }
 
 #[test]
+fn a_due_timer_whose_turn_comes_after_the_budget_leaves_the_script_untouched() {
+    let e = engine();
+    let mut s = new_script(&load(&e, "counter"), 0);
+    let mut v = view(1);
+    s.run_tick(&v, TickBudget::UNLIMITED); // start: a timer every 100 ms, due at 100
+    let (version, timer) = (s.version(), s.timer());
+    v.now_ms = 150;
+    e.ticker().tick();
+    let spent = script::TickBudget { until_epoch: e.ticker().now() };
+    let report = s.run_tick(&v, spent);
+    assert!(report.deferred, "a due timer is work the budget defers");
+    assert_eq!(report.events, 0);
+    // Nothing moved: no event queued, the timer still due, so nothing to write back.
+    assert_eq!((s.version(), s.timer(), s.queued()), (version, timer, 0));
+    // Its turn: the timer fires late, once, and keeps its interval from then.
+    v.now_ms = 170;
+    let report = s.run_tick(&v, TickBudget::UNLIMITED);
+    assert_eq!(report.events, 1);
+    assert_eq!(s.timer().map(|t| t.next_due_ms), Some(270));
+}
+
+#[test]
 fn a_full_queue_keeps_the_oldest_events_and_counts_the_dropped() {
     let e = engine();
     let mut s = new_script(&load(&e, "counter"), 0);
