@@ -17,7 +17,7 @@ pub mod stats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +40,14 @@ pub const BACKGROUND_NICE: i32 = 10;
 /// Raising a priority needs the right to (root, or `CAP_SYS_NICE`); without it the workers run
 /// at the process's priority and the host says so once.
 pub const TICK_NICE: i32 = -5;
+/// A migration's step at a tick boundary (cutting a round: the delta and the hash of what
+/// changed, milliseconds after a burst of scripts) waits for the next boundary when the tick
+/// before it already took more than this share of the region's interval, so that it does not
+/// lengthen the one long tick into a late one.
+pub const MIGRATION_STEP_TICK_SHARE: f64 = 0.25;
+/// Most boundaries in a row a migration's step waits out that way: a region whose every tick
+/// is long still migrates, a step every this many ticks plus one.
+pub const MAX_WAITED_BOUNDARIES: u32 = 2;
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostError {
@@ -92,6 +100,9 @@ pub(crate) struct RegionSlot {
     pub(crate) due: AtomicU64,
     /// Wall-clock time of the last tick (Unix µs), for freeze measurements.
     pub(crate) last_tick_unix: AtomicU64,
+    /// Boundaries in a row at which the migration's step waited for a shorter tick (see
+    /// [`MIGRATION_STEP_TICK_SHARE`]).
+    waited_boundaries: AtomicU32,
     first_tick: Mutex<Option<FirstTickHook>>,
     pub(crate) region: Mutex<Region>,
     inputs: Mutex<VecDeque<Input>>,
@@ -263,6 +274,7 @@ impl Host {
             boundary: Arc::new(tokio::sync::Notify::new()),
             due: AtomicU64::new(now),
             last_tick_unix: AtomicU64::new(0),
+            waited_boundaries: AtomicU32::new(0),
             first_tick: Mutex::new(None),
             offset_us: region.now_us() as i64 - now as i64,
             region: Mutex::new(region),
@@ -669,6 +681,12 @@ pub fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Whether a migration takes its step at this tick boundary: after a tick of `tick_us` in an
+/// interval of `interval_us`, with the step having waited `waited` boundaries in a row.
+fn migration_step_now(tick_us: u64, interval_us: u64, waited: u32) -> bool {
+    tick_us as f64 <= MIGRATION_STEP_TICK_SHARE * interval_us as f64 || waited >= MAX_WAITED_BOUNDARIES
+}
+
 /// Ticks one region and returns when it is next due.
 fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     // Room for the border's own inputs, which come first.
@@ -730,7 +748,17 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         }
         None => durable::after_tick_without_store(slot, &out, first_pos, n_inputs),
     }
-    if let Some(m) = migration.as_mut() {
+    let step = migration_step_now(
+        started.elapsed().as_micros() as u64,
+        out.interval_us,
+        slot.waited_boundaries.load(Ordering::Relaxed),
+    );
+    if let Some(m) = migration.as_mut().filter(|_| !step) {
+        slot.waited_boundaries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "freeze", region = %id, round = m.rounds_sent(), "migration step waits for a shorter tick");
+    }
+    if let Some(m) = migration.as_mut().filter(|_| step) {
+        slot.waited_boundaries.store(0, Ordering::Relaxed);
         // Right after a tick is the one moment a freeze costs nothing extra: the next round
         // (or the final one) is cut here, on the tick thread.
         let was_ticking = m.should_tick();
@@ -796,4 +824,23 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     m.entities.set(entities as f64);
     m.avatars.set(avatars as f64);
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_migration_step_waits_out_a_long_tick_but_never_more_than_the_limit_in_a_row() {
+        let interval = 22_222;
+        // A short tick leaves room: the step runs.
+        assert!(migration_step_now(1_000, interval, 0));
+        assert!(migration_step_now((interval as f64 * MIGRATION_STEP_TICK_SHARE) as u64, interval, 0));
+        // A long one (a burst of scripts) leaves the step to the next boundary…
+        assert!(!migration_step_now(12_000, interval, 0));
+        assert!(!migration_step_now(12_000, interval, MAX_WAITED_BOUNDARIES - 1));
+        // …but a region whose every tick is long still migrates.
+        assert!(migration_step_now(12_000, interval, MAX_WAITED_BOUNDARIES));
+        assert!(migration_step_now(40_000, interval, MAX_WAITED_BOUNDARIES + 3));
+    }
 }

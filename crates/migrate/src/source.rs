@@ -192,6 +192,9 @@ pub struct Source {
     next_round: u32,
     in_flight: Option<InFlight>,
     copy: Copy,
+    /// A round was cut without warming the hash cache (see [`Source::warm_hash`]): done at
+    /// the next tick boundary, which has nothing else to do while that round is on its way.
+    hash_behind: bool,
     acked_generation: Option<u64>,
     first_round_bytes: u64,
     latency_us: Option<u64>,
@@ -232,6 +235,7 @@ impl Source {
             next_round: 0,
             in_flight: None,
             copy: Copy::Idle,
+            hash_behind: false,
             acked_generation: None,
             first_round_bytes: 0,
             latency_us: None,
@@ -372,6 +376,9 @@ impl Source {
     /// messages): sends the next round, or freezes when the remainder fits the budget.
     pub fn on_tick_boundary(&mut self, now: u64, region: &Region) {
         if self.phase != Phase::Copying || self.in_flight.is_some() || !matches!(self.copy, Copy::Idle) {
+            if self.phase == Phase::Copying && std::mem::take(&mut self.hash_behind) {
+                self.warm_hash(region);
+            }
             return;
         }
         debug_assert_eq!(region.id(), self.region);
@@ -415,8 +422,10 @@ impl Source {
             && self.freeze_estimate_us(raw, raw) > self.policy.freeze_budget_us
             && (self.bytes_per_round.len() as u32) < self.policy.max_rounds
         {
+            // Cutting a large round (the delta of thousands of records) is this boundary's
+            // work; hashing them again is the next one's, so no single tick carries both.
             self.copy = Copy::Wanted(CopyJob::Delta(Box::new(delta)));
-            self.warm_hash(region);
+            self.hash_behind = true;
             return;
         }
         self.decide(now, region, Payload::Delta, delta.encode());
