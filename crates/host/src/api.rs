@@ -246,7 +246,9 @@ async fn snapshot(State(s): State<ApiState>, Path(region): Path<String>) -> Resp
         Err(e) => return e.into_response(),
     };
     match crate::background(move || copy.snapshot()).await {
-        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(bytes) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -275,7 +275,7 @@ impl Durability {
         std::thread::Builder::new()
             .name("checkpoints".into())
             .spawn(move || {
-                crate::lower_priority();
+                let _ = crate::lower_priority();
                 builder.run(builds_rx)
             })
             .map_err(|source| StoreError::Io { path: "checkpoint builder thread".into(), source })?;
