@@ -679,7 +679,7 @@ pub(crate) fn lower_priority() -> bool {
 
 /// Moves this thread's nice value by `steps` (Linux: per thread; threads it starts inherit the
 /// new value). Whether it took effect: raising a priority may not be permitted.
-pub(crate) fn shift_priority(steps: i32) -> bool {
+pub fn shift_priority(steps: i32) -> bool {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on this thread's own id; no memory is passed.
     unsafe {

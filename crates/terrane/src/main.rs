@@ -247,7 +247,21 @@ fn report_config(
 }
 
 fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // A gateway is on every client's path as much as a tick is: an update it sends late is late
+    // for every client it carries. Its threads ask for the tick workers' raised priority (where
+    // permitted: root or CAP_SYS_NICE), so that nothing else on the machine holds them back.
+    let raised = std::sync::atomic::AtomicBool::new(true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(move || {
+            if !host::shift_priority(host::TICK_NICE)
+                && raised.swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!("gateway threads run at the process's priority (raising it is not permitted)");
+            }
+        })
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let config = gateway::GatewayConfig {
             secret: args.secret.map(String::into_bytes),
