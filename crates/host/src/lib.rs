@@ -344,7 +344,16 @@ impl Host {
     /// Queues an input for the region's next tick (or, while a migration has the region
     /// frozen, holds it for whichever host ticks next).
     pub fn send(&self, id: RegionId, input: Input) -> Result<(), HostError> {
-        let slot = self.slot(id)?;
+        self.offer(id, input).map_err(|(e, _)| e)
+    }
+
+    /// As [`Host::send`], but hands back an input it did not take, so the caller can route it
+    /// elsewhere (a region released for a migration's commit takes no more).
+    pub fn offer(&self, id: RegionId, input: Input) -> Result<(), (HostError, Input)> {
+        let slot = match self.slot(id) {
+            Ok(slot) => slot,
+            Err(e) => return Err((e, input)),
+        };
         let input = match slot.migration.lock().as_mut() {
             Some(m) => match m.buffer_input(input) {
                 Ok(()) => return Ok(()),
@@ -353,8 +362,14 @@ impl Host {
             None => input,
         };
         let mut q = slot.inputs.lock();
+        // Released meanwhile? Its queue was drained (under this lock) for the new owner: an
+        // input pushed now would be lost. Checked with the queue held, so a release that
+        // comes after this drains what we push.
+        if !self.shared.regions.read().get(&id).is_some_and(|s| s.incarnation == slot.incarnation) {
+            return Err((HostError::UnknownRegion(id), input));
+        }
         if q.len() >= MAX_QUEUED_INPUTS {
-            return Err(HostError::QueueFull(id));
+            return Err((HostError::QueueFull(id), input));
         }
         q.push_back(input);
         Ok(())

@@ -310,8 +310,11 @@ impl Net {
             let mut pending = self.pending_inputs.lock();
             if self.host.holds(region) {
                 drop(pending);
-                if let Err(e) = self.host.send(region, input) {
-                    tracing::debug!(%region, "input dropped: {e}");
+                match self.host.offer(region, input) {
+                    Ok(()) => {}
+                    // Released for a migration's commit just now: forwarded below.
+                    Err((HostError::UnknownRegion(_), input)) => self.forward(region, input),
+                    Err((e, _)) => tracing::debug!(%region, "input dropped: {e}"),
                 }
                 return;
             }
@@ -323,6 +326,11 @@ impl Net {
                 return;
             }
         }
+        self.forward(region, input);
+    }
+
+    /// Sends an input to the region's owner elsewhere (where it moved, or the directory says).
+    fn forward(&self, region: RegionId, input: Input) {
         let owner = self.owner_elsewhere(region);
         match owner.and_then(|o| self.peers.lock().get(&o).cloned()) {
             Some(tx) => {
@@ -334,8 +342,11 @@ impl Net {
 
     fn deliver_input(&self, region: RegionId, input: Input) {
         if self.host.holds(region) {
-            if let Err(e) = self.host.send(region, input) {
-                tracing::debug!(%region, "input dropped: {e}");
+            match self.host.offer(region, input) {
+                Ok(()) => {}
+                // Released for a migration's commit between the check and the queue.
+                Err((HostError::UnknownRegion(_), input)) => self.route_elsewhere(region, input),
+                Err((e, _)) => tracing::debug!(%region, "input dropped: {e}"),
             }
         } else {
             self.route_elsewhere(region, input);
@@ -922,8 +933,9 @@ impl Net {
                 false
             }
             SourceEvent::Committed { report, buffered } => {
-                let queued = self.host.release(region).unwrap_or_default();
+                // Moved first: an input that finds the region released is forwarded, not dropped.
                 self.moved.lock().insert(region, to.to_string());
+                let queued = self.host.release(region).unwrap_or_default();
                 if let Some(tx) = self.peers.lock().get(to).cloned() {
                     for input in queued.into_iter().chain(buffered) {
                         tx.send(&LinkMsg::Input { region, input });
