@@ -116,10 +116,6 @@ impl AckQueue {
         self.consumed += n as u64;
         first
     }
-    /// A frozen region put its `n` inputs back.
-    pub(crate) fn untake(&mut self, n: usize) {
-        self.consumed -= n as u64;
-    }
     /// The region is leaving with `queued` (its input queue, in order) not yet applied: every
     /// durable input among them is dropped and answered [`AckError::Moved`] ("send it again"),
     /// so that it is applied nowhere; the rest is returned, to go with the region.

@@ -722,6 +722,13 @@ fn migration_step_now(tick_us: u64, interval_us: u64, waited: u32) -> bool {
 
 /// Ticks one region and returns when it is next due.
 fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
+    // The migration's lock before the queue's, the order a release takes them in: inputs taken
+    // out of the queue are never in this thread's hands while a commit's release drains it.
+    let mut migration = slot.migration.lock();
+    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
+        // Frozen for a migration: no tick, and the inputs wait for whoever ticks next.
+        return due + 1_000_000 / u64::from(world::limits::ACTIVE_TICK_HZ);
+    }
     // Room for the border's own inputs, which come first.
     let inputs: Vec<Input> = {
         let mut q = slot.inputs.lock();
@@ -736,17 +743,6 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
     }
     let now = shared.epoch.elapsed().as_micros() as u64;
     let sim_now = (now as i64 + slot.offset_us).max(0) as u64;
-    let mut migration = slot.migration.lock();
-    if migration.as_ref().is_some_and(|m| !m.should_tick()) {
-        // Frozen for a migration: no tick, and the inputs wait for whoever ticks next.
-        drop(migration);
-        let mut q = slot.inputs.lock();
-        slot.acks.lock().untake(n_inputs);
-        for input in inputs.into_iter().rev() {
-            q.push_front(input);
-        }
-        return due + 1_000_000 / u64::from(world::limits::ACTIVE_TICK_HZ);
-    }
     let mut region = slot.region.lock();
     let host_now = shared.epoch.elapsed().as_micros() as u64;
     let grid = shared.grid.read().clone();
@@ -866,6 +862,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn background_work_runs_in_the_idle_scheduling_class() {
+        // SAFETY: a plain system call about the calling thread.
+        let mine = unsafe { libc::sched_getscheduler(0) };
         let (idle, policy) = std::thread::spawn(|| {
             let idle = lower_priority();
             // SAFETY: a plain system call about the calling thread.
@@ -877,7 +875,7 @@ mod tests {
         assert_eq!(policy, libc::SCHED_IDLE);
         // Only that thread: the caller's class is untouched.
         // SAFETY: as above.
-        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, mine);
     }
 
     #[test]
