@@ -232,9 +232,9 @@ impl View {
     }
 
     /// Builds the next updates for `region` at `tick`, the avatar itself first, spending at
-    /// most about `budget` bytes on entity changes (when they do not all fit, on the nearest) (removals are cheap and always go). With `heartbeat`,
-    /// an update is produced even when nothing changed, so the client sees every tick of its
-    /// own region (and can measure gaps).
+    /// most about `budget` bytes on entity changes, on the nearest when they do not all fit
+    /// (removals are cheap and always go). With `heartbeat`, an update is produced even when
+    /// nothing changed, so the client sees every tick of its own region (and can measure gaps).
     pub fn flush(
         &mut self,
         region: RegionId,

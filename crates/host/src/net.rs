@@ -310,11 +310,8 @@ impl Net {
             let mut pending = self.pending_inputs.lock();
             if self.host.holds(region) {
                 drop(pending);
-                match self.host.offer(region, input) {
-                    Ok(()) => {}
-                    // Released for a migration's commit just now: forwarded below.
-                    Err((HostError::UnknownRegion(_), input)) => self.forward(region, input),
-                    Err((e, _)) => tracing::debug!(%region, "input dropped: {e}"),
+                if let Some(input) = self.offer_here(region, input) {
+                    self.forward(region, input);
                 }
                 return;
             }
@@ -340,15 +337,22 @@ impl Net {
         }
     }
 
-    fn deliver_input(&self, region: RegionId, input: Input) {
-        if self.host.holds(region) {
-            match self.host.offer(region, input) {
-                Ok(()) => {}
-                // Released for a migration's commit between the check and the queue.
-                Err((HostError::UnknownRegion(_), input)) => self.route_elsewhere(region, input),
-                Err((e, _)) => tracing::debug!(%region, "input dropped: {e}"),
+    /// Queues an input for a region held here; hands it back when the region was released for
+    /// a migration's commit between the caller's check and the queue (to be sent after it).
+    fn offer_here(&self, region: RegionId, input: Input) -> Option<Input> {
+        match self.host.offer(region, input) {
+            Ok(()) => None,
+            Err((HostError::UnknownRegion(_), input)) => Some(input),
+            Err((e, _)) => {
+                tracing::debug!(%region, "input dropped: {e}");
+                None
             }
-        } else {
+        }
+    }
+
+    fn deliver_input(&self, region: RegionId, input: Input) {
+        let input = if self.host.holds(region) { self.offer_here(region, input) } else { Some(input) };
+        if let Some(input) = input {
             self.route_elsewhere(region, input);
         }
     }
