@@ -100,6 +100,7 @@ async fn http_cas(
     let Ok(region) = region.parse::<RegionId>() else {
         return fail(StatusCode::BAD_REQUEST, format!("{region:?} is not a region (write X,Y)"));
     };
+    tracing::debug!(target: "freeze", at = unix_us(), %region, "directory: compare-and-swap asked");
     match dir.compare_and_swap(region, req.expected, req.new).await {
         Ok(swapped) => Json(CasAnswer { swapped }).into_response(),
         Err(e) => failed(e),
@@ -303,4 +304,8 @@ impl Directory for HttpDirectory {
         tokio::spawn(follow(url, self.streaming.clone(), tx, Some(resp)));
         Ok(rx)
     }
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

@@ -5,6 +5,7 @@
 //! at its next tick. The control API (`api`) and metrics sit on top.
 
 pub mod api;
+pub mod boost;
 pub mod border;
 pub mod durable;
 pub mod metrics;
@@ -92,6 +93,9 @@ pub(crate) struct RegionSlot {
     /// The link to that migration's target: the final round leaves on it straight from the
     /// tick thread that froze the region (locked inside `migration`).
     pub(crate) freeze_link: Mutex<Option<link::LinkTx>>,
+    /// Raises this host's async threads from the freeze until the migration ends (taken by the
+    /// migration's task when it does; see [`boost`]).
+    pub(crate) freeze_boost: Mutex<Option<boost::FreezeBoost>>,
     /// Woken after every tick: a migration sends its next round at tick boundaries.
     pub(crate) boundary: Arc<tokio::sync::Notify>,
     /// When its live entry in the schedule is due (changed under the schedule's lock, or
@@ -275,6 +279,7 @@ impl Host {
             due: AtomicU64::new(now),
             last_tick_unix: AtomicU64::new(0),
             waited_boundaries: AtomicU32::new(0),
+            freeze_boost: Mutex::new(None),
             first_tick: Mutex::new(None),
             offset_us: region.now_us() as i64 - now as i64,
             region: Mutex::new(region),
@@ -796,6 +801,7 @@ fn run_tick(shared: &Shared, id: RegionId, slot: &RegionSlot, due: u64) -> u64 {
         m.on_tick_boundary(shared.epoch.elapsed().as_micros() as u64, &region);
         if was_ticking && !m.should_tick() {
             tracing::debug!(target: "freeze", region = %id, tick_end = unix, cut_us = unix_us() - unix, "source froze");
+            *slot.freeze_boost.lock() = Some(boost::FreezeBoost::new());
             // The final round leaves from here rather than after waking the migration's task:
             // one thread hop less inside the freeze. (Its task sends whatever else comes.)
             if let Some(to) = slot.freeze_link.lock().as_ref() {

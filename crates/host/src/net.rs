@@ -99,6 +99,9 @@ struct Incoming {
     holding_ack: bool,
     /// Committed and loaded here (or failed to load): inputs no longer wait for it.
     loaded: bool,
+    /// Raises this host's async threads from the final round's arrival to the first tick here
+    /// (or the abort): every hop of the commit runs on them (see [`crate::boost`]).
+    boost: Option<crate::boost::FreezeBoost>,
 }
 
 /// A region's latest update frames, newest last.
@@ -393,7 +396,15 @@ impl Net {
                         .ok()
                         .flatten()
                     } else {
-                        self.on_migration_msg(region, msg, &link.tx)
+                        let last = matches!(msg, migrate::Msg::Chunk { freeze: Some(_), .. });
+                        let handled = self.on_migration_msg(region, msg, &link.tx);
+                        if last {
+                            // The commit's compare-and-swap was just spawned onto this worker's
+                            // next-task slot, where no other worker can take it: let it go out
+                            // now, not after this link's next messages.
+                            tokio::task::yield_now().await;
+                        }
+                        handled
                     };
                     if let Some(id) = handled {
                         // A pre-copy round just landed: prepare its scripts before acknowledging
@@ -516,6 +527,7 @@ impl Net {
                         prepared: Arc::default(),
                         holding_ack: false,
                         loaded: false,
+                        boost: None,
                     },
                 );
             }
@@ -523,6 +535,9 @@ impl Net {
         let id = msg.id();
         let (mut prepare_first, mut frozen) = (false, false);
         if let Some(inc) = incoming.get_mut(&id) {
+            if key && inc.boost.is_none() {
+                inc.boost = Some(crate::boost::FreezeBoost::new());
+            }
             inc.reply = reply.clone();
             inc.target.handle_msg(now, msg);
             frozen = matches!(
@@ -653,10 +668,14 @@ impl Net {
                     }
                     // The first tick here ends the freeze: run it now, on this thread.
                     self.host.tick_if_due(region);
+                    if let Some(inc) = self.incoming.lock().get_mut(&id) {
+                        inc.boost = None;
+                    }
                     continue;
                 }
                 TargetEvent::Aborted { reason } => {
                     inc.finished_at = Some(now);
+                    inc.boost = None;
                     drop(incoming);
                     self.pending_inputs.lock().remove(&region);
                     // Whoever subscribed while it was arriving looks for it elsewhere again.
@@ -676,6 +695,7 @@ impl Net {
                     let Some(net) = self.me.upgrade() else { return };
                     tokio::spawn(async move {
                         let me = Placement { host: net.name.clone(), epoch: to };
+                        tracing::debug!(target: "freeze", at = crate::unix_us(), "target: compare-and-swap sent");
                         let swapped = net.swap_epoch(region, from, me).await;
                         tracing::debug!(target: "freeze", at = crate::unix_us(), swapped, "target: compare-and-swap answered");
                         if let Some(inc) = net.incoming.lock().get_mut(&id) {
@@ -849,6 +869,7 @@ impl Net {
         let deadline = tokio::time::Instant::now() + Duration::from_micros(KEEP_FINISHED_US);
         let mut source = slot.migration.lock().take();
         slot.freeze_link.lock().take();
+        slot.freeze_boost.lock().take();
         if self.host.slot(region).ok().is_none_or(|live| !Arc::ptr_eq(&live, &slot)) {
             // The region left this host: free its script instances now, not after the wait
             // below (a few thousand are hundreds of MiB of pooled memory, which the next

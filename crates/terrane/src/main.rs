@@ -175,6 +175,37 @@ fn main() {
     }
 }
 
+/// A two-thread tokio runtime whose threads ask for the tick workers' raised priority (where
+/// permitted: root or CAP_SYS_NICE), so that nothing else on the machine holds them back: for
+/// processes on the path of every client (the gateway) or of every migration's commit (the
+/// orchestrator, which keeps the directory). `what` names the process in the one log line said
+/// when raising is not permitted.
+pub fn raised_runtime(what: &'static str) -> std::io::Result<tokio::runtime::Runtime> {
+    let raised = std::sync::atomic::AtomicBool::new(true);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(move || {
+            if !host::shift_priority(host::TICK_NICE)
+                && raised.swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!("{what} threads run at the process's priority (raising it is not permitted)");
+            }
+        })
+        .enable_all()
+        .build()
+}
+
+/// A host's two-thread tokio runtime, whose threads are raised while a region held here is
+/// frozen for a migration (`host::boost`).
+pub fn host_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(host::boost::register_thread)
+        .on_thread_stop(host::boost::unregister_thread)
+        .enable_all()
+        .build()
+}
+
 /// A host's configuration from the command line: all cores unless `--cores` says otherwise.
 pub fn host_config(seed: u32, cores: Option<usize>) -> anyhow::Result<host::HostConfig> {
     let mut config = host::HostConfig { seed, ..Default::default() };
@@ -188,7 +219,7 @@ pub fn host_config(seed: u32, cores: Option<usize>) -> anyhow::Result<host::Host
 fn run_host(args: HostArgs) -> anyhow::Result<()> {
     let config = host_config(args.seed, args.cores)?;
     let prometheus = host::metrics::prometheus();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = host_runtime()?;
     rt.block_on(async {
         let directory: std::sync::Arc<dyn directory::Directory> = match &args.directory {
             Some(url) => directory::connect(url).await?,
@@ -248,20 +279,8 @@ fn report_config(
 
 fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     // A gateway is on every client's path as much as a tick is: an update it sends late is late
-    // for every client it carries. Its threads ask for the tick workers' raised priority (where
-    // permitted: root or CAP_SYS_NICE), so that nothing else on the machine holds them back.
-    let raised = std::sync::atomic::AtomicBool::new(true);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(move || {
-            if !host::shift_priority(host::TICK_NICE)
-                && raised.swap(false, std::sync::atomic::Ordering::Relaxed)
-            {
-                tracing::info!("gateway threads run at the process's priority (raising it is not permitted)");
-            }
-        })
-        .enable_all()
-        .build()?;
+    // for every client it carries.
+    let rt = raised_runtime("gateway")?;
     rt.block_on(async {
         let config = gateway::GatewayConfig {
             secret: args.secret.map(String::into_bytes),

@@ -33,7 +33,9 @@ pub struct OrchestratorArgs {
 }
 
 pub fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // Every migration's commit is a compare-and-swap answered here, inside the region's freeze:
+    // an answer that waits for a core lengthens the freeze.
+    let rt = crate::raised_runtime("orchestrator")?;
     rt.block_on(async {
         let (dir, embedded): (Arc<dyn Directory>, bool) = match &args.directory {
             Some(url) => (directory::connect(url).await?, false),

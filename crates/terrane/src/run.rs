@@ -68,7 +68,8 @@ struct Node {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = crate::host_config(args.seed, args.cores)?;
     let prometheus = host::metrics::prometheus();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // The hosts', the orchestrator's and the gateway's tasks alike.
+    let rt = crate::host_runtime()?;
     let directory: Arc<dyn Directory> = Arc::new(MemoryDirectory::new());
     let second_api = match args.listen.port() {
         0 => args.listen,
