@@ -3,32 +3,61 @@
 //! Every hop of a migration's commit after the source's last tick runs on the host's async
 //! runtime: the final round leaving on the link, arriving, being applied and hashed, the
 //! directory's compare-and-swap going out and its answer coming back, and the target's first
-//! tick. Those threads run at the process's priority, beside the tick workers and the gateway
-//! (raised, [`crate::TICK_NICE`]) and everything else on the machine: on a busy machine each hop
-//! may wait milliseconds for a core, and the freeze is their sum. Raising the runtime for good
-//! would let its other work (pre-copy rounds, snapshots served, reports) crowd out what runs at
-//! the normal priority, so it is raised only while a region held here is frozen: a
-//! [`FreezeBoost`] raises every registered thread by `TICK_NICE` until the last one is dropped.
+//! tick. Those threads run at the process's priority, and the freeze begins just as the last
+//! tick's updates fan out through the gateway to every client: on a small machine the hops wait
+//! for cores the gateway and the clients hold, a millisecond or more each, and the freeze is
+//! their sum. So while a region held here is frozen, a [`FreezeBoost`] moves every registered
+//! thread into the real-time round-robin class (`SCHED_RR`, [`BOOST_RT_PRIORITY`]), which takes
+//! a core from any normal thread at once; where that is not permitted (it needs root or
+//! `CAP_SYS_NICE`), it raises them by [`crate::TICK_NICE`] instead. The threads go back when the
+//! last boost is dropped, and in any case [`MAX_FREEZE_BOOST`] after a boost began (tick workers
+//! call [`expire_overdue`] after every tick and at least every 100 ms): a migration stuck in its
+//! freeze (a target that died) does not keep the runtime above the rest of the machine.
+//! Raising the runtime for good instead would let its other work (pre-copy rounds, snapshots
+//! served) crowd out everything at the normal priority.
 //!
 //! Threads take part by calling [`register_thread`] when they start and
 //! [`unregister_thread`] before they end (tokio's `on_thread_start` / `on_thread_stop`);
-//! a runtime whose threads are not registered is simply not raised. Raising needs the right to
-//! (root or `CAP_SYS_NICE`); without it a boost changes nothing.
+//! a runtime whose threads are not registered is simply not raised.
+
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 /// Most threads registered at once (a runtime's workers and its blocking pool); beyond it a
 /// thread is not raised by boosts.
 pub const MAX_BOOSTED_THREADS: usize = 1024;
+/// Longest a boost keeps the threads raised: a freeze is about one tick (a stop-and-copy one
+/// a few ticks); past this it is stuck, and waits at the normal priority.
+pub const MAX_FREEZE_BOOST: Duration = Duration::from_millis(250);
+/// The real-time priority of boosted threads: the lowest (1 to 99 on Linux), above every
+/// normal thread and below anything else that asked for real time.
+pub const BOOST_RT_PRIORITY: i32 = 1;
 
 struct Registry {
     /// (thread id, its nice value when it registered).
     threads: Vec<(i32, i32)>,
-    /// Boosts alive: the threads are raised while this is above zero.
-    boosts: usize,
+    /// Boosts alive: (id, when it stops counting).
+    leases: Vec<(u64, Instant)>,
+    next_lease: u64,
+    /// Whether the threads are raised now.
+    raised: bool,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { threads: Vec::new(), boosts: 0 });
+impl Registry {
+    fn settle(&mut self) {
+        let want = !self.leases.is_empty();
+        if want != self.raised {
+            self.raised = want;
+            for &(tid, base) in &self.threads {
+                set_raised(tid, base, want);
+            }
+        }
+    }
+}
+
+static REGISTRY: Mutex<Registry> =
+    Mutex::new(Registry { threads: Vec::new(), leases: Vec::new(), next_lease: 0, raised: false });
 
 /// Registers the calling thread: raised while any boost is alive, from now on.
 pub fn register_thread() {
@@ -39,8 +68,8 @@ pub fn register_thread() {
         return;
     }
     reg.threads.push((tid, base));
-    if reg.boosts > 0 {
-        set_nice(tid, base + crate::TICK_NICE);
+    if reg.raised {
+        set_raised(tid, base, true);
     }
 }
 
@@ -50,21 +79,30 @@ pub fn unregister_thread() {
     REGISTRY.lock().threads.retain(|t| t.0 != tid);
 }
 
-/// While alive, the registered threads run [`crate::TICK_NICE`] steps above their own priority.
+/// Lowers the threads again when every boost alive began more than [`MAX_FREEZE_BOOST`] ago.
+pub fn expire_overdue() {
+    let mut reg = REGISTRY.lock();
+    if reg.leases.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    reg.leases.retain(|l| l.1 > now);
+    reg.settle();
+}
+
+/// While alive (and for at most [`MAX_FREEZE_BOOST`]), the registered threads run raised.
 #[must_use = "the threads are raised only while the boost is alive"]
 #[derive(Debug)]
-pub struct FreezeBoost(());
+pub struct FreezeBoost(u64);
 
 impl FreezeBoost {
     pub fn new() -> FreezeBoost {
         let mut reg = REGISTRY.lock();
-        reg.boosts += 1;
-        if reg.boosts == 1 {
-            for &(tid, base) in &reg.threads {
-                set_nice(tid, base + crate::TICK_NICE);
-            }
-        }
-        FreezeBoost(())
+        let id = reg.next_lease;
+        reg.next_lease += 1;
+        reg.leases.push((id, Instant::now() + MAX_FREEZE_BOOST));
+        reg.settle();
+        FreezeBoost(id)
     }
 }
 
@@ -77,12 +115,8 @@ impl Default for FreezeBoost {
 impl Drop for FreezeBoost {
     fn drop(&mut self) {
         let mut reg = REGISTRY.lock();
-        reg.boosts -= 1;
-        if reg.boosts == 0 {
-            for &(tid, base) in &reg.threads {
-                set_nice(tid, base);
-            }
-        }
+        reg.leases.retain(|l| l.0 != self.0);
+        reg.settle();
     }
 }
 
@@ -111,15 +145,40 @@ pub fn nice_of(tid: i32) -> i32 {
     }
 }
 
-fn set_nice(tid: i32, nice: i32) {
+/// Whether thread `tid` of this process runs in the real-time round-robin class.
+pub fn is_real_time(tid: i32) -> bool {
     #[cfg(target_os = "linux")]
-    // SAFETY: a plain system call on a thread of this process that is registered, so alive (it
-    // unregisters before it ends); no memory is passed.
+    // SAFETY: a plain system call; no memory is passed.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice.clamp(-20, 19));
+        libc::sched_getscheduler(tid) == libc::SCHED_RR
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (tid, nice);
+    {
+        let _ = tid;
+        false
+    }
+}
+
+/// Raises thread `tid` (real time, or else nice `base + TICK_NICE`), or puts it back (normal
+/// class, nice `base`).
+fn set_raised(tid: i32, base: i32, raised: bool) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on a thread of this process that is registered, so alive (it
+    // unregisters before it ends), with a parameter on our stack.
+    unsafe {
+        if raised {
+            let param = libc::sched_param { sched_priority: BOOST_RT_PRIORITY };
+            if libc::sched_setscheduler(tid, libc::SCHED_RR, &param) != 0 {
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (base + crate::TICK_NICE).max(-20));
+            }
+        } else {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param);
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, base);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (tid, base, raised);
 }
 
 #[cfg(test)]
@@ -130,74 +189,85 @@ mod tests {
     /// Boosts are process-wide: these tests must not overlap.
     static SERIAL: Mutex<()> = Mutex::new(());
 
-    /// A registered thread that reports its id, then its nice value each time it is asked.
-    fn registered() -> (i32, mpsc::Sender<bool>, mpsc::Receiver<i32>) {
-        let (ask, asked) = mpsc::channel::<bool>();
+    /// A registered thread, kept alive until the sender is dropped; its id.
+    fn registered() -> (i32, mpsc::Sender<()>) {
+        let (keep, kept) = mpsc::channel::<()>();
         let (tell, told) = mpsc::channel();
         std::thread::spawn(move || {
             register_thread();
-            let tid = this_thread().unwrap_or(0);
-            tell.send(tid).unwrap();
-            while let Ok(go_on) = asked.recv() {
-                tell.send(nice_of(tid)).unwrap();
-                if !go_on {
-                    break;
-                }
-            }
+            tell.send(this_thread().unwrap_or(0)).unwrap();
+            let _ = kept.recv();
             unregister_thread();
         });
-        let tid = told.recv().unwrap();
-        (tid, ask, told)
+        (told.recv().unwrap(), keep)
+    }
+
+    fn base_of(tid: i32) -> i32 {
+        REGISTRY.lock().threads.iter().find(|t| t.0 == tid).map(|t| t.1).expect("registered")
+    }
+
+    /// Whether the thread runs raised: in real time, or above the nice value it registered with.
+    fn raised(tid: i32) -> bool {
+        is_real_time(tid) || nice_of(tid) < base_of(tid)
+    }
+
+    /// Raising needs the right to (root here): without it nothing changes.
+    fn may_raise() -> bool {
+        (unsafe { libc::geteuid() }) == 0
     }
 
     #[test]
     #[cfg(target_os = "linux")]
     fn registered_threads_are_raised_while_a_boost_lives_and_back_after_the_last() {
         let _serial = SERIAL.lock();
-        let (_, ask, told) = registered();
-        let nice = || {
-            ask.send(true).unwrap();
-            told.recv().unwrap()
-        };
-        let base = nice();
-        let raised = (base + crate::TICK_NICE).max(-20);
-        // Raising needs the right to: without it the thread stays where it is.
-        let root = unsafe { libc::geteuid() } == 0;
-        let expected = if root { raised } else { base };
+        let (tid, _keep) = registered();
+        assert!(!raised(tid));
         let first = FreezeBoost::new();
-        assert_eq!(nice(), expected);
+        assert_eq!(raised(tid), may_raise());
         let second = FreezeBoost::new();
         drop(first);
-        assert_eq!(nice(), expected, "one boost is still alive");
+        assert_eq!(raised(tid), may_raise(), "one boost is still alive");
         drop(second);
-        assert_eq!(nice(), base);
-        ask.send(false).unwrap();
-        let _ = told.recv();
+        assert!(!raised(tid));
+        assert!(!is_real_time(tid));
+        assert_eq!(nice_of(tid), base_of(tid));
     }
 
     #[test]
     #[cfg(target_os = "linux")]
-    fn a_thread_registering_during_a_boost_is_raised_at_once() {
+    fn a_thread_registering_during_a_boost_is_raised_at_once_and_forgotten_when_it_ends() {
         let _serial = SERIAL.lock();
         let boost = FreezeBoost::new();
-        let (tid, ask, told) = registered();
-        ask.send(true).unwrap();
-        let now = told.recv().unwrap();
-        let root = unsafe { libc::geteuid() } == 0;
-        if root {
-            let base = REGISTRY.lock().threads.iter().find(|t| t.0 == tid).map(|t| t.1).unwrap();
-            assert_eq!(now, (base + crate::TICK_NICE).max(-20));
-        }
+        let (tid, keep) = registered();
+        assert_eq!(raised(tid), may_raise());
         drop(boost);
-        ask.send(false).unwrap();
-        let _ = told.recv();
-        // It ended: its id is no longer raised by anything.
+        assert!(!raised(tid));
+        drop(keep);
         for _ in 0..100 {
             if REGISTRY.lock().threads.iter().all(|t| t.0 != tid) {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
         panic!("the thread did not unregister");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_boost_held_past_its_limit_stops_raising() {
+        let _serial = SERIAL.lock();
+        let (tid, _keep) = registered();
+        let stuck = FreezeBoost::new();
+        expire_overdue();
+        assert_eq!(raised(tid), may_raise(), "within the limit");
+        std::thread::sleep(MAX_FREEZE_BOOST + Duration::from_millis(20));
+        expire_overdue();
+        assert!(!raised(tid), "past the limit");
+        // A boost that begins now raises them again; dropping the stale one changes nothing.
+        let fresh = FreezeBoost::new();
+        drop(stuck);
+        assert_eq!(raised(tid), may_raise());
+        drop(fresh);
+        assert!(!raised(tid));
     }
 }

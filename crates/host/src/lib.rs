@@ -511,6 +511,7 @@ impl Host {
 /// A tick worker: repeatedly takes the region due soonest, ticks it, and puts it back.
 fn worker(shared: &Shared) {
     loop {
+        boost::expire_overdue();
         let (due, id, incarnation) = {
             let mut schedule = shared.schedule.lock();
             loop {
