@@ -2,7 +2,6 @@
 //! and compares three ways of doing it in the same run: pre-copy live migration, stop-and-copy,
 //! and restart from a snapshot.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -59,32 +58,6 @@ const BENCH_SCRIPT: &str = r#"(module
     (global.set $n (i32.add (global.get $n) (i32.const 1)))
     (i32.store (i32.const 1024) (global.get $n))))"#;
 
-/// Child processes killed when the bench ends, however it ends.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(procs: &mut Procs, args: &[&str]) -> anyhow::Result<()> {
-    use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TERRANE_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()?;
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
-    anyhow::ensure!(!first.is_empty(), "terrane {} did not start", args.join(" "));
-    procs.0.push(child);
-    Ok(())
-}
-
 fn free_addr() -> anyhow::Result<String> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
 }
@@ -136,31 +109,28 @@ pub fn bench(a: MigrateBenchArgs) -> anyhow::Result<()> {
 
 async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
     let clock = (Instant::now(), std::time::SystemTime::now());
-    let mut procs = Procs(Vec::new());
+    let mut procs = crate::children::Children::default();
     let dir = free_addr()?;
-    spawn(&mut procs, &["orchestrator", "--listen", &dir])?;
+    procs.spawn(&["orchestrator", "--listen", &dir])?;
     let dir_url = format!("http://{dir}");
     let cores = a.cores.to_string();
     let token = a.control_token.clone().unwrap_or_else(crate::new_control_token);
     let mut hosts = Vec::new();
     for _ in 0..2 {
         let (api, link) = (free_addr()?, free_addr()?);
-        spawn(
-            &mut procs,
-            &[
-                "host",
-                "--listen",
-                &api,
-                "--link",
-                &link,
-                "--directory",
-                &dir_url,
-                "--cores",
-                &cores,
-                "--control-token",
-                &token,
-            ],
-        )?;
+        procs.spawn(&[
+            "host",
+            "--listen",
+            &api,
+            "--link",
+            &link,
+            "--directory",
+            &dir_url,
+            "--cores",
+            &cores,
+            "--control-token",
+            &token,
+        ])?;
         hosts.push(HostAddrs { api: format!("http://{api}"), link });
     }
     let http = reqwest::Client::builder()
@@ -233,7 +203,7 @@ async fn run(a: &MigrateBenchArgs) -> anyhow::Result<Report> {
         // The avatars are real clients: bots connected through a gateway process.
         let gw = free_addr()?;
         let spawn_at = REGION.to_string();
-        spawn(&mut procs, &["gateway", "--listen", &gw, "--directory", &dir_url, "--spawn", &spawn_at])?;
+        procs.spawn(&["gateway", "--listen", &gw, "--directory", &dir_url, "--spawn", &spawn_at])?;
         gateway_url = Some(format!("ws://{gw}/ws"));
     }
 

@@ -4,7 +4,6 @@
 //! busy, when it started and committed its migration to the big host, the region's tick p99
 //! before and after, and when it was packed back after the crowd left.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -31,32 +30,6 @@ pub struct PlacementBenchArgs {
     settle: Duration,
     #[arg(long)]
     json: bool,
-}
-
-/// Child processes killed when the bench ends, however it ends.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(procs: &mut Procs, args: &[&str]) -> anyhow::Result<()> {
-    use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TERRANE_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()?;
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
-    anyhow::ensure!(!first.is_empty(), "terrane {} did not start", args.join(" "));
-    procs.0.push(child);
-    Ok(())
 }
 
 fn free_addr() -> anyhow::Result<String> {
@@ -124,9 +97,9 @@ fn median(v: &mut [f64]) -> Option<f64> {
 }
 
 async fn run(a: &PlacementBenchArgs) -> anyhow::Result<Report> {
-    let mut procs = Procs(Vec::new());
+    let mut procs = crate::children::Children::default();
     let orch = free_addr()?;
-    spawn(&mut procs, &["orchestrator", "--listen", &orch])?;
+    procs.spawn(&["orchestrator", "--listen", &orch])?;
     let orch_url = format!("http://{orch}");
     let (small_api, small_link, big_api, big_link) = (free_addr()?, free_addr()?, free_addr()?, free_addr()?);
     let grid: Vec<String> = (0..3).flat_map(|y| (0..3).map(move |x| format!("{x},{y}"))).collect();
@@ -134,14 +107,21 @@ async fn run(a: &PlacementBenchArgs) -> anyhow::Result<Report> {
         vec!["host", "--listen", &small_api, "--link", &small_link, "--directory", &orch_url];
     small_args.extend(["--cores", "1", "--regions"]);
     small_args.extend(grid.iter().map(String::as_str));
-    spawn(&mut procs, &small_args)?;
-    spawn(
-        &mut procs,
-        &["host", "--listen", &big_api, "--link", &big_link, "--directory", &orch_url, "--cores", "2"],
-    )?;
+    procs.spawn(&small_args)?;
+    procs.spawn(&[
+        "host",
+        "--listen",
+        &big_api,
+        "--link",
+        &big_link,
+        "--directory",
+        &orch_url,
+        "--cores",
+        "2",
+    ])?;
     let gw = free_addr()?;
     let club = CLUB.to_string();
-    spawn(&mut procs, &["gateway", "--listen", &gw, "--directory", &orch_url, "--spawn", &club])?;
+    procs.spawn(&["gateway", "--listen", &gw, "--directory", &orch_url, "--spawn", &club])?;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let status = || async {

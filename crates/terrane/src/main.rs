@@ -4,6 +4,7 @@ mod bench;
 mod bench_migrate;
 mod bench_placement;
 mod bench_store;
+mod children;
 mod cluster;
 mod cluster_view;
 mod demo;

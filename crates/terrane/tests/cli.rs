@@ -142,3 +142,54 @@ fn migrate_moves_a_region_of_a_running_grid_to_the_other_host() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The processes whose parent is `pid` (Linux: from /proc), with their command lines.
+#[cfg(target_os = "linux")]
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|rest| rest.trim_start().chars().next() != Some('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_bench_killed_midway_takes_its_orchestrator_hosts_and_gateway_with_it() {
+    let mut bench = terrane()
+        .args(["bench", "migrate", "--avatars", "4", "--objects", "50", "--scripts", "5", "--repeat", "50"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Orchestrator, two hosts and the gateway, all started (bounded wait).
+    let mut started = Vec::new();
+    for _ in 0..600 {
+        started = children_of(bench.id());
+        if started.len() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(started.len(), 4, "the bench did not start its processes: {started:?}");
+    // Killed outright: no destructor runs, only the kernel can stop the children.
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    for _ in 0..200 {
+        if !started.iter().any(|p| running(*p)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<u32> = started.into_iter().filter(|p| running(*p)).collect();
+    panic!("processes of a killed bench still run: {left:?}");
+}
