@@ -20,6 +20,7 @@
 //! [`unregister_thread`] before they end (tokio's `on_thread_start` / `on_thread_stop`);
 //! a runtime whose threads are not registered is simply not raised.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -49,12 +50,16 @@ impl Registry {
         let want = !self.leases.is_empty();
         if want != self.raised {
             self.raised = want;
+            RAISED.store(want, Ordering::Relaxed);
             for &(tid, base) in &self.threads {
                 set_raised(tid, base, want);
             }
         }
     }
 }
+
+/// `Registry::raised`, readable without the lock: the tick workers look at it after every tick.
+static RAISED: AtomicBool = AtomicBool::new(false);
 
 static REGISTRY: Mutex<Registry> =
     Mutex::new(Registry { threads: Vec::new(), leases: Vec::new(), next_lease: 0, raised: false });
@@ -81,11 +86,14 @@ pub fn unregister_thread() {
 
 /// Lowers the threads again when every boost alive began more than [`MAX_FREEZE_BOOST`] ago.
 pub fn expire_overdue() {
-    let mut reg = REGISTRY.lock();
-    if reg.leases.is_empty() {
-        return;
+    if RAISED.load(Ordering::Relaxed) {
+        expire_at(Instant::now());
     }
-    let now = Instant::now();
+}
+
+/// [`expire_overdue`] as of `now`.
+fn expire_at(now: Instant) {
+    let mut reg = REGISTRY.lock();
     reg.leases.retain(|l| l.1 > now);
     reg.settle();
 }
@@ -189,17 +197,23 @@ mod tests {
     /// Boosts are process-wide: these tests must not overlap.
     static SERIAL: Mutex<()> = Mutex::new(());
 
-    /// A registered thread, kept alive until the sender is dropped; its id.
-    fn registered() -> (i32, mpsc::Sender<()>) {
+    /// A registered thread that ends (unregistering) when the sender is dropped.
+    struct Registered {
+        tid: i32,
+        keep: mpsc::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    fn registered() -> Registered {
         let (keep, kept) = mpsc::channel::<()>();
         let (tell, told) = mpsc::channel();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             register_thread();
             tell.send(this_thread().unwrap_or(0)).unwrap();
             let _ = kept.recv();
             unregister_thread();
         });
-        (told.recv().unwrap(), keep)
+        Registered { tid: told.recv().unwrap(), keep, thread }
     }
 
     fn base_of(tid: i32) -> i32 {
@@ -220,7 +234,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn registered_threads_are_raised_while_a_boost_lives_and_back_after_the_last() {
         let _serial = SERIAL.lock();
-        let (tid, _keep) = registered();
+        let thread = registered();
+        let tid = thread.tid;
         assert!(!raised(tid));
         let first = FreezeBoost::new();
         assert_eq!(raised(tid), may_raise());
@@ -238,30 +253,26 @@ mod tests {
     fn a_thread_registering_during_a_boost_is_raised_at_once_and_forgotten_when_it_ends() {
         let _serial = SERIAL.lock();
         let boost = FreezeBoost::new();
-        let (tid, keep) = registered();
+        let thread = registered();
+        let tid = thread.tid;
         assert_eq!(raised(tid), may_raise());
         drop(boost);
         assert!(!raised(tid));
-        drop(keep);
-        for _ in 0..100 {
-            if REGISTRY.lock().threads.iter().all(|t| t.0 != tid) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the thread did not unregister");
+        drop(thread.keep);
+        thread.thread.join().unwrap();
+        assert!(REGISTRY.lock().threads.iter().all(|t| t.0 != tid), "the thread did not unregister");
     }
 
     #[test]
     #[cfg(target_os = "linux")]
     fn a_boost_held_past_its_limit_stops_raising() {
         let _serial = SERIAL.lock();
-        let (tid, _keep) = registered();
+        let thread = registered();
+        let tid = thread.tid;
         let stuck = FreezeBoost::new();
         expire_overdue();
         assert_eq!(raised(tid), may_raise(), "within the limit");
-        std::thread::sleep(MAX_FREEZE_BOOST + Duration::from_millis(20));
-        expire_overdue();
+        expire_at(Instant::now() + MAX_FREEZE_BOOST + Duration::from_millis(1));
         assert!(!raised(tid), "past the limit");
         // A boost that begins now raises them again; dropping the stale one changes nothing.
         let fresh = FreezeBoost::new();
