@@ -122,6 +122,9 @@ struct Feed {
     host: Option<String>,
     last_update: Option<Instant>,
     resubscribing: bool,
+    /// Set when the owner said `NotHere`, until the next owner's first update (which the
+    /// `freeze` debug log stamps: the gateway's part of a hand-over).
+    followed: bool,
     /// Set when re-subscribing gave up: the region is unavailable.
     lost: bool,
     watchers: Vec<Mailbox>,
@@ -333,6 +336,7 @@ impl Feeds {
                 host: None,
                 last_update: None,
                 resubscribing: false,
+                followed: false,
                 lost: false,
                 watchers: Vec::new(),
             },
@@ -358,6 +362,7 @@ impl Feeds {
                 if !tx.send(&self.subscription(region)) {
                     self.resubscribe(region);
                 }
+                tracing::debug!(target: "freeze", at = link::unix_us(), %region, "gateway: subscribed");
             }
             Err(e) => {
                 tracing::warn!(%region, "cannot subscribe: {e}");
@@ -493,6 +498,7 @@ impl Feeds {
                     // Following the region may mean connecting to another host: not on this
                     // reader, which carries the other regions of this host meanwhile.
                     LinkMsg::NotHere { region, owner } => {
+                        tracing::debug!(target: "freeze", at = link::unix_us(), %region, "gateway: not here");
                         let host = host.clone();
                         tokio::spawn(async move { feeds.on_not_here(&host, region, owner).await });
                     }
@@ -521,6 +527,10 @@ impl Feeds {
             let mut mirror = feed.mirror.write();
             if mirror.tick != 0 && output.tick <= mirror.tick {
                 return;
+            }
+            if feed.followed {
+                feed.followed = false;
+                tracing::debug!(target: "freeze", at = link::unix_us(), %region, tick = output.tick, "gateway: first update from the new owner");
             }
             if mirror.tick != 0 && output.tick > mirror.tick + 1 {
                 tracing::debug!(%region, host, after = mirror.tick, tick = output.tick, "ticks missed");
@@ -568,6 +578,7 @@ impl Feeds {
                 return;
             }
             feed.host = None;
+            feed.followed = true;
         }
         tracing::debug!(%region, from = host, to = ?owner, "region moved; following it");
         match owner {

@@ -437,6 +437,7 @@ impl Net {
                         if let Some(after) = after {
                             self.replay_after(region, after, &link.tx);
                         }
+                        tracing::debug!(target: "freeze", at = crate::unix_us(), %region, ?after, "subscription arrived");
                         let list = subs.entry(region).or_default();
                         // A second subscription on the same link changes nothing.
                         list.retain(|t| !same_link(t, &link.tx));
@@ -972,6 +973,7 @@ impl Net {
                         s.send(&LinkMsg::NotHere { region, owner: Some(to.to_string()) });
                     }
                 }
+                tracing::debug!(target: "freeze", at = crate::unix_us(), "source: committed, subscribers told");
                 self.finish_status(id, &report, true);
                 tracing::info!(%region, to, rounds = report.rounds, bytes = report.total_bytes, "region migrated");
                 metrics::counter!("terrane_migrations_total", "outcome" => "committed").increment(1);
