@@ -99,8 +99,11 @@ struct Incoming {
     holding_ack: bool,
     /// Committed and loaded here (or failed to load): inputs no longer wait for it.
     loaded: bool,
-    /// Raises this host's async threads from the final round's arrival to the first tick here
-    /// (or the abort): every hop of the commit runs on them (see [`crate::boost`]).
+    /// Raises this host's async threads from the first dirty round's arrival (or a
+    /// stop-and-copy's final round) to the first tick here (or the abort): every hop of the
+    /// commit runs on them (see [`crate::boost`]), the final round's arrival included, which
+    /// comes just as the source's last tick fans out through the gateway. Renewed by every
+    /// chunk, so `MAX_FREEZE_BOOST` bounds the time since the last one, not the whole rounds.
     boost: Option<crate::boost::FreezeBoost>,
 }
 
@@ -511,6 +514,9 @@ impl Net {
             std::process::abort();
         }
         let key = matches!(msg, Msg::Chunk { freeze: Some(_), .. });
+        // From the first dirty round on, the final one can come at any tick boundary: a round
+        // is small work (a delta applied; scripts are prepared on a background thread).
+        let raise = key || matches!(msg, Msg::Chunk { round: 1.., .. });
         if key {
             tracing::debug!(target: "freeze", at = crate::unix_us(), "target received the final round");
         }
@@ -536,7 +542,7 @@ impl Net {
         let id = msg.id();
         let (mut prepare_first, mut frozen) = (false, false);
         if let Some(inc) = incoming.get_mut(&id) {
-            if key && inc.boost.is_none() {
+            if raise && !inc.target.is_finished() {
                 inc.boost = Some(crate::boost::FreezeBoost::new());
             }
             inc.reply = reply.clone();
